@@ -1,0 +1,180 @@
+package reconcile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+)
+
+// ErrGone means the process does not exist (any more): its /proc entry is
+// missing or vanished while it was read.
+var ErrGone = errors.New("reconcile: process is gone")
+
+// ErrNotProcfs means the proc root given to NewFS is not a proc filesystem.
+var ErrNotProcfs = errors.New("reconcile: not a proc filesystem")
+
+// UserHZ is the unit of StartTicks: the kernel exports process times to user
+// space in USER_HZ ticks, which is 100 on every Linux architecture Go
+// supports (sysconf(_SC_CLK_TCK)).
+const UserHZ = 100
+
+// DefaultRoot is the usual mount point of the proc filesystem.
+const DefaultRoot = "/proc"
+
+// FS is a proc filesystem at a given mount point. It is safe for concurrent
+// use; it holds no open descriptors.
+type FS struct {
+	root     string
+	bootTime time.Time
+}
+
+// NewFS checks that root is a proc filesystem and returns it. An empty root
+// means DefaultRoot. The check reads root/stat and requires its btime line,
+// so a fake tree for tests needs one too; anything else gives an error
+// wrapping ErrNotProcfs.
+func NewFS(root string) (*FS, error) {
+	if root == "" {
+		root = DefaultRoot
+	}
+	pfs, err := procfs.NewFS(root)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotProcfs, root, err)
+	}
+	st, err := pfs.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotProcfs, root, err)
+	}
+	if st.BootTime == 0 {
+		return nil, fmt.Errorf("%w: %s: no btime in stat", ErrNotProcfs, root)
+	}
+	return &FS{root: root, bootTime: time.Unix(int64(st.BootTime), 0)}, nil
+}
+
+// Root returns the mount point.
+func (fs *FS) Root() string { return fs.root }
+
+// BootTime returns the system boot time as the kernel reports it (whole
+// seconds, from the btime line of /proc/stat).
+func (fs *FS) BootTime() time.Time { return fs.bootTime }
+
+// TicksToTime converts a start time in clock ticks since boot to wall time.
+func (fs *FS) TicksToTime(ticks uint64) time.Time {
+	return fs.bootTime.Add(time.Duration(ticks) * (time.Second / UserHZ))
+}
+
+// PIDMax returns /proc/sys/kernel/pid_max, the largest PID plus one.
+func (fs *FS) PIDMax() (int, error) {
+	b, err := os.ReadFile(filepath.Join(fs.root, "sys/kernel/pid_max"))
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+	if err != nil {
+		return 0, fmt.Errorf("reconcile: pid_max: %w", err)
+	}
+	return n, nil
+}
+
+// ReadStat reads /proc/PID/stat. A missing process gives an error wrapping
+// ErrGone.
+func (fs *FS) ReadStat(pid int) (Stat, error) {
+	var buf [statBufSize]byte
+	n, err := readProcFile(fs.root, pid, "stat", buf[:])
+	if err != nil {
+		return Stat{}, err
+	}
+	return ParseStat(buf[:n])
+}
+
+// Cmdline reads /proc/PID/cmdline, keeping at most maxBytes bytes of it
+// (maxBytes <= 0 means 64 KiB). A process without a command line (a kernel
+// thread or a zombie) gives nil. The arguments are split at NUL bytes; a
+// command line that a process rewrote without NULs comes back as one
+// argument. truncated reports that the file was longer than maxBytes.
+func (fs *FS) Cmdline(pid, maxBytes int) (args []string, truncated bool, err error) {
+	if maxBytes <= 0 {
+		maxBytes = 64 << 10
+	}
+	// One byte more than asked tells whether there was more.
+	buf := make([]byte, maxBytes+1)
+	n, err := readProcFile(fs.root, pid, "cmdline", buf)
+	if err != nil {
+		return nil, false, err
+	}
+	if n > maxBytes {
+		n = maxBytes
+		truncated = true
+	}
+	return SplitCmdline(buf[:n]), truncated, nil
+}
+
+// SplitCmdline splits the contents of /proc/PID/cmdline into arguments.
+func SplitCmdline(b []byte) []string {
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return nil
+	}
+	parts := bytes.Split(b, []byte{0})
+	args := make([]string, len(parts))
+	for i, p := range parts {
+		args[i] = string(p)
+	}
+	return args
+}
+
+// statBufSize holds any stat line: 52 numeric fields of at most 20 digits
+// plus a command name of at most 64 bytes (kernel threads show longer names
+// than TASK_COMM_LEN).
+const statBufSize = 1536
+
+// readProcFile reads root/PID/name into buf and returns how many bytes it
+// read. It reads until buf is full or the file ends.
+func readProcFile(root string, pid int, name string, buf []byte) (int, error) {
+	var pathBuf [96]byte
+	path := appendProcPath(pathBuf[:0], root, pid, name)
+	fd, err := openPath(path)
+	if err != nil {
+		return 0, procErr(pid, name, err)
+	}
+	defer unix.Close(fd)
+	total := 0
+	for total < len(buf) {
+		n, err := unix.Read(fd, buf[total:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, procErr(pid, name, err)
+		}
+		if n == 0 {
+			break
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// procErr maps the errors of a vanished process to ErrGone.
+func procErr(pid int, name string, err error) error {
+	if err == unix.ENOENT || err == unix.ESRCH {
+		return fmt.Errorf("%w: pid %d", ErrGone, pid)
+	}
+	return &os.PathError{Op: "read", Path: fmt.Sprintf("/proc/%d/%s", pid, name), Err: err}
+}
+
+// appendProcPath appends "root/PID/name\x00" to dst.
+func appendProcPath(dst []byte, root string, pid int, name string) []byte {
+	dst = append(dst, root...)
+	dst = append(dst, '/')
+	dst = strconv.AppendInt(dst, int64(pid), 10)
+	dst = append(dst, '/')
+	dst = append(dst, name...)
+	return append(dst, 0)
+}

@@ -1,0 +1,286 @@
+package tracker
+
+import (
+	"slices"
+	"time"
+)
+
+// Identity names one process for its whole life: its PID and its start time
+// in clock ticks since boot. A PID reused by a later process gives another
+// Identity.
+type Identity struct {
+	PID        int
+	StartTicks uint64
+}
+
+// Proc is what the tracker knows of one member.
+type Proc struct {
+	ID Identity
+	// PPID is the parent as last observed: the forking process, or the
+	// parent a scan showed (after a reparent, init or a subreaper).
+	PPID int
+	// Depth is the number of fork generations below the root (root = 0).
+	Depth int
+	// Name is the command name (comm) as last observed.
+	Name string
+	// Cmdline is the command line as last captured, or nil.
+	Cmdline []string
+	// State is the /proc state letter as last observed, or 0 if unknown.
+	State byte
+	// Approx means StartTicks was derived from the fork event's timestamp
+	// because /proc no longer showed the process; it may be a tick off.
+	Approx bool
+	// FirstSeen is when the tracker learnt of the process.
+	FirstSeen time.Time
+
+	// leaderExit is set when the thread-group leader exited while other
+	// threads went on; the process is removed when they are gone.
+	leaderExit *Exit
+}
+
+// Exit records the end of a member.
+type Exit struct {
+	ID Identity
+	// Status is the raw wait status the kernel reported (256 = exit 1), valid
+	// when Known.
+	Status uint32
+	// Known is false when the exit was inferred by a scan (the process
+	// vanished) rather than reported by the kernel.
+	Known bool
+	// Time is when the exit happened (kernel timestamp) or was noticed.
+	Time time.Time
+}
+
+// Code returns the exit code (0-255) of a normal exit, or -1 if the process
+// was killed by a signal or the status is unknown.
+func (e Exit) Code() int {
+	if !e.Known || e.Status&0x7f != 0 {
+		return -1
+	}
+	return int(e.Status>>8) & 0xff
+}
+
+// Signal returns the number of the signal that killed the process, or 0.
+func (e Exit) Signal() int {
+	if !e.Known {
+		return 0
+	}
+	return int(e.Status & 0x7f)
+}
+
+// CoreDumped reports whether the killed process dumped core.
+func (e Exit) CoreDumped() bool { return e.Known && e.Status&0x80 != 0 }
+
+// Tombstone is the last state of a removed member.
+type Tombstone struct {
+	Proc Proc
+	// Removed is when the process was removed from the tree.
+	Removed time.Time
+	// Exit is its exit record.
+	Exit Exit
+}
+
+// Changes is what happened since the previous Take.
+type Changes struct {
+	// Added lists members added, in the order they were added.
+	Added []Identity
+	// Removed lists members removed, in the order they were removed. A
+	// process added and removed since the previous Take is in both.
+	Removed []Identity
+	// Exits lists the exit of every removed member, and of the root.
+	Exits []Exit
+	// Tombstones holds the last state of every removed member.
+	Tombstones []Tombstone
+	// Truncated is set when MaxDepth or MaxMembers kept a process out.
+	Truncated bool
+	// Repairs counts the corrections a scan made to the event-driven set:
+	// members found missing, vanished members, identities fixed.
+	Repairs int
+}
+
+// Config bounds the tracker.
+type Config struct {
+	// MaxDepth is the deepest generation tracked (root = 0); 0 means no
+	// limit.
+	MaxDepth int
+	// MaxMembers caps the number of members besides the root; 0 means no
+	// limit.
+	MaxMembers int
+	// IncludeRoot reports the root among Added, Removed and Members.
+	IncludeRoot bool
+	// Tombstones is how many tombstones Tombstones keeps (oldest dropped
+	// first); 0 keeps none.
+	Tombstones int
+}
+
+// Tracker holds the membership of one tree. It is not safe for concurrent
+// use.
+type Tracker struct {
+	cfg       Config
+	root      Identity
+	rootAlive bool
+	members   map[int]*Proc // by PID, the root included while it lives
+	nonRoot   int           // members besides the root
+	leaders   int           // members whose leader thread exited first
+
+	pending    Changes
+	tombstones []Tombstone // ring of the last cfg.Tombstones
+	tombNext   int
+
+	// gone holds the identities removed while /proc may still show them
+	// (a process is reported by its exit event while it is still in
+	// do_exit, and shows as running for a moment), so that a scan does not
+	// add them back. ApplyScan forgets those /proc no longer shows.
+	gone map[Identity]struct{}
+
+	// scan scratch, reused
+	index  map[int]int32
+	status map[int]int8
+	chain  []int32
+	added  []int
+}
+
+// New returns a tracker whose root is the given live process, found at time
+// at. The root counts as added on the first Take when IncludeRoot is set.
+func New(root Identity, cfg Config, at time.Time) *Tracker {
+	t := &Tracker{
+		cfg:       cfg,
+		root:      root,
+		rootAlive: true,
+		members:   make(map[int]*Proc),
+		index:     make(map[int]int32),
+		status:    make(map[int]int8),
+		gone:      make(map[Identity]struct{}),
+	}
+	t.members[root.PID] = &Proc{ID: root, FirstSeen: at}
+	if cfg.IncludeRoot {
+		t.pending.Added = append(t.pending.Added, root)
+	}
+	return t
+}
+
+// Root returns the root identity.
+func (t *Tracker) Root() Identity { return t.root }
+
+// RootAlive reports whether the root is still running.
+func (t *Tracker) RootAlive() bool { return t.rootAlive }
+
+// Len returns the number of members besides the root.
+func (t *Tracker) Len() int { return t.nonRoot }
+
+// Member returns the member with this PID, the root included while it lives.
+// The Proc must not be modified.
+func (t *Tracker) Member(pid int) (*Proc, bool) {
+	p, ok := t.members[pid]
+	return p, ok
+}
+
+// IsMember reports whether pid is a live member or the live root. It is the
+// per-event question, so it is one map lookup.
+func (t *Tracker) IsMember(pid int) bool {
+	_, ok := t.members[pid]
+	return ok
+}
+
+// Members appends the members to dst in PID order: the root first if
+// IncludeRoot is set and it lives.
+func (t *Tracker) Members(dst []*Proc) []*Proc {
+	start := len(dst)
+	for _, p := range t.members {
+		if p.ID == t.root && !t.cfg.IncludeRoot {
+			continue
+		}
+		dst = append(dst, p)
+	}
+	slices.SortFunc(dst[start:], func(a, b *Proc) int { return a.ID.PID - b.ID.PID })
+	return dst
+}
+
+// PIDs appends the member PIDs to dst, sorted, with the same root rule as
+// Members.
+func (t *Tracker) PIDs(dst []int) []int {
+	start := len(dst)
+	for pid, p := range t.members {
+		if p.ID == t.root && !t.cfg.IncludeRoot {
+			continue
+		}
+		dst = append(dst, pid)
+	}
+	slices.Sort(dst[start:])
+	return dst
+}
+
+// Update lets the caller fill in what it read of a member (name, command
+// line, state). It does nothing if pid is not a member or is another process.
+func (t *Tracker) Update(id Identity, f func(*Proc)) {
+	if p, ok := t.members[id.PID]; ok && p.ID == id {
+		f(p)
+		p.ID = id // the identity is the tracker's to change
+	}
+}
+
+// Take returns the changes since the previous Take and starts afresh.
+func (t *Tracker) Take() Changes {
+	c := t.pending
+	t.pending = Changes{}
+	return c
+}
+
+// Tombstones appends the kept tombstones to dst, oldest first.
+func (t *Tracker) Tombstones(dst []Tombstone) []Tombstone {
+	n := len(t.tombstones)
+	if n < t.cfg.Tombstones {
+		return append(dst, t.tombstones...)
+	}
+	dst = append(dst, t.tombstones[t.tombNext:]...)
+	return append(dst, t.tombstones[:t.tombNext]...)
+}
+
+// canAdd checks the limits for a new member at depth; a refusal marks the
+// changes truncated.
+func (t *Tracker) canAdd(depth int) bool {
+	if (t.cfg.MaxDepth > 0 && depth > t.cfg.MaxDepth) ||
+		(t.cfg.MaxMembers > 0 && t.nonRoot >= t.cfg.MaxMembers) {
+		t.pending.Truncated = true
+		return false
+	}
+	return true
+}
+
+func (t *Tracker) add(p *Proc) {
+	t.members[p.ID.PID] = p
+	t.nonRoot++
+	t.pending.Added = append(t.pending.Added, p.ID)
+}
+
+// remove takes a member out, records its exit and tombstone.
+func (t *Tracker) remove(p *Proc, exit Exit) {
+	delete(t.members, p.ID.PID)
+	if p.leaderExit != nil {
+		t.leaders--
+	}
+	isRoot := p.ID == t.root
+	if isRoot {
+		t.rootAlive = false
+	} else {
+		t.nonRoot--
+	}
+	t.gone[p.ID] = struct{}{}
+	exit.ID = p.ID
+	t.pending.Exits = append(t.pending.Exits, exit)
+	if isRoot && !t.cfg.IncludeRoot {
+		return
+	}
+	t.pending.Removed = append(t.pending.Removed, p.ID)
+	ts := Tombstone{Proc: *p, Removed: exit.Time, Exit: exit}
+	ts.Proc.leaderExit = nil
+	t.pending.Tombstones = append(t.pending.Tombstones, ts)
+	if t.cfg.Tombstones > 0 {
+		if len(t.tombstones) < t.cfg.Tombstones {
+			t.tombstones = append(t.tombstones, ts)
+		} else {
+			t.tombstones[t.tombNext] = ts
+			t.tombNext = (t.tombNext + 1) % t.cfg.Tombstones
+		}
+	}
+}
