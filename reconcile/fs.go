@@ -94,7 +94,8 @@ func (fs *FS) ReadStat(pid int) (Stat, error) {
 }
 
 // Cmdline reads /proc/PID/cmdline, keeping at most maxBytes bytes of it
-// (maxBytes <= 0 means 64 KiB). A process without a command line (a kernel
+// (maxBytes <= 0 means 64 KiB), which is the length of the arguments joined
+// with spaces. A process without a command line (a kernel
 // thread or a zombie) gives nil. The arguments are split at NUL bytes; a
 // command line that a process rewrote without NULs comes back as one
 // argument. truncated reports that the file was longer than maxBytes.
@@ -102,15 +103,16 @@ func (fs *FS) Cmdline(pid, maxBytes int) (args []string, truncated bool, err err
 	if maxBytes <= 0 {
 		maxBytes = 64 << 10
 	}
-	// One byte more than asked tells whether there was more.
-	buf := make([]byte, maxBytes+1)
+	// Two bytes more than asked tell whether there was more than the
+	// trailing NUL.
+	buf := make([]byte, maxBytes+2)
 	n, err := readProcFile(fs.root, pid, "cmdline", buf)
 	if err != nil {
 		return nil, false, err
 	}
 	if n > maxBytes {
+		truncated = n > maxBytes+1 || buf[maxBytes] != 0
 		n = maxBytes
-		truncated = true
 	}
 	return SplitCmdline(buf[:n]), truncated, nil
 }

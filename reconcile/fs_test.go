@@ -67,6 +67,8 @@ func TestCmdline(t *testing.T) {
 		{100, 0, []string{"bash", "-c", "sleep 100"}, false},
 		{100, 7, []string{"bash", "-c"}, true},
 		{100, 6, []string{"bash", "-"}, true},
+		{100, 17, []string{"bash", "-c", "sleep 100"}, false}, // "bash -c sleep 100" fits exactly
+		{100, 16, []string{"bash", "-c", "sleep 10"}, true},
 		{103, 0, nil, false},
 	}
 	for _, tt := range tests {

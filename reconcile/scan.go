@@ -38,6 +38,13 @@ func (s *Scan) Comm(i int) string {
 	return string(s.arena[e.commOff : e.commOff+e.commLen])
 }
 
+// CommBytes returns the command name of Entries[i] without copying it; the
+// bytes are valid until the next scan.
+func (s *Scan) CommBytes(i int) []byte {
+	e := &s.Entries[i]
+	return s.arena[e.commOff : e.commOff+e.commLen]
+}
+
 // Reset empties the scan, keeping its memory for reuse.
 func (s *Scan) Reset() {
 	s.Entries = s.Entries[:0]

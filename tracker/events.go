@@ -30,14 +30,15 @@ func (t *Tracker) Fork(parentTGID int, child Identity, approx bool, at time.Time
 		return nil
 	}
 	p := &Proc{
-		ID:        child,
-		PPID:      parentTGID,
-		Depth:     parent.Depth + 1,
-		Name:      parent.Name,
-		Cmdline:   parent.Cmdline,
-		State:     'R',
-		Approx:    approx,
-		FirstSeen: at,
+		ID:               child,
+		PPID:             parentTGID,
+		Depth:            parent.Depth + 1,
+		Name:             parent.Name,
+		Cmdline:          parent.Cmdline,
+		CmdlineTruncated: parent.CmdlineTruncated,
+		State:            'R',
+		Approx:           approx,
+		FirstSeen:        at,
 	}
 	t.add(p)
 	return p

@@ -41,8 +41,9 @@ const (
 // Changes.Repairs, since an event-driven tracker should have had them
 // already.
 //
-// It returns the PIDs it added, so that the caller can read their names and
-// command lines; the slice is reused by the next call.
+// It returns the indexes in entries of the processes it added, so that the
+// caller can fill in their names and command lines; the slice is reused by
+// the next call. IndexOf finds a member's entry until the next call.
 func (t *Tracker) ApplyScan(entries []Entry, at time.Time, repair bool) []int {
 	clear(t.index)
 	clear(t.status)
@@ -56,9 +57,7 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, repair bool) []int {
 		i, ok := t.index[pid]
 		if ok && entries[i].Live && p.matches(&entries[i]) {
 			e := &entries[i]
-			if p.ID != t.root {
-				p.PPID = e.PPID
-			}
+			p.PPID = e.PPID
 			p.State = e.State
 			continue
 		}
@@ -124,13 +123,14 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, repair bool) []int {
 			p := &Proc{
 				ID:        Identity{PID: c.PID, StartTicks: c.StartTicks},
 				PPID:      c.PPID,
+				Parent:    c.PPID,
 				Depth:     depth,
 				State:     c.State,
 				FirstSeen: at,
 			}
 			t.add(p)
 			t.status[c.PID] = isMember
-			t.added = append(t.added, c.PID)
+			t.added = append(t.added, int(t.chain[k]))
 			if repair {
 				t.pending.Repairs++
 			}
@@ -143,4 +143,10 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, repair bool) []int {
 		}
 	}
 	return t.added
+}
+
+// IndexOf returns the index of pid in the entries of the last ApplyScan.
+func (t *Tracker) IndexOf(pid int) (int, bool) {
+	i, ok := t.index[pid]
+	return int(i), ok
 }

@@ -19,12 +19,17 @@ type Proc struct {
 	// PPID is the parent as last observed: the forking process, or the
 	// parent a scan showed (after a reparent, init or a subreaper).
 	PPID int
+	// Parent is the member that forked the process, as first observed
+	// (0 for the root); unlike PPID it does not change on a reparent.
+	Parent int
 	// Depth is the number of fork generations below the root (root = 0).
 	Depth int
 	// Name is the command name (comm) as last observed.
 	Name string
 	// Cmdline is the command line as last captured, or nil.
 	Cmdline []string
+	// CmdlineTruncated says Cmdline was cut to a size limit.
+	CmdlineTruncated bool
 	// State is the /proc state letter as last observed, or 0 if unknown.
 	State byte
 	// Approx means StartTicks was derived from the fork event's timestamp
@@ -89,7 +94,8 @@ type Changes struct {
 	Removed []Identity
 	// Exits lists the exit of every removed member, and of the root.
 	Exits []Exit
-	// Tombstones holds the last state of every removed member.
+	// Tombstones holds the last state of every removed member when
+	// Config.Tombstones is set.
 	Tombstones []Tombstone
 	// Truncated is set when MaxDepth or MaxMembers kept a process out.
 	Truncated bool
@@ -272,10 +278,10 @@ func (t *Tracker) remove(p *Proc, exit Exit) {
 		return
 	}
 	t.pending.Removed = append(t.pending.Removed, p.ID)
-	ts := Tombstone{Proc: *p, Removed: exit.Time, Exit: exit}
-	ts.Proc.leaderExit = nil
-	t.pending.Tombstones = append(t.pending.Tombstones, ts)
 	if t.cfg.Tombstones > 0 {
+		ts := Tombstone{Proc: *p, Removed: exit.Time, Exit: exit}
+		ts.Proc.leaderExit = nil
+		t.pending.Tombstones = append(t.pending.Tombstones, ts)
 		if len(t.tombstones) < t.cfg.Tombstones {
 			t.tombstones = append(t.tombstones, ts)
 		} else {

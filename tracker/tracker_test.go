@@ -38,7 +38,7 @@ type step struct {
 }
 
 func fork(parent, child, ticks int) *[3]int { return &[3]int{parent, child, ticks} }
-func exit(pid, status int) *[2]int         { return &[2]int{pid, status} }
+func exit(pid, status int) *[2]int          { return &[2]int{pid, status} }
 
 func run(t *testing.T, cfg Config, root Identity, steps []step) *Tracker {
 	t.Helper()
@@ -81,10 +81,22 @@ func run(t *testing.T, cfg Config, root Identity, steps []step) *Tracker {
 func TestScanLineage(t *testing.T) {
 	root := id(100, 1000)
 	base := []Entry{live(1, 0, 1), live(100, 1, 1000), live(200, 1, 900)}
-	run(t, Config{}, root, []step{
+	tr := run(t, Config{}, root, []step{
 		{scan: base, pids: []int{}, take: true},
 		// A child and grandchild appear, the grandchild listed first (PID
 		// wrapped), plus an unrelated process and a zombie child.
+		{scan: append(slices.Clone(base), live(90, 101, 1200), live(101, 100, 1100), live(201, 200, 950), zombie(102, 100, 1150)),
+			pids: []int{90, 101}, added: []Identity{id(101, 1100), id(90, 1200)}, take: true},
+	})
+	// The added processes are returned as indexes into the scan.
+	scan := append(slices.Clone(base), live(90, 101, 1200), live(101, 100, 1100), live(77, 90, 1250))
+	if got := tr.ApplyScan(scan, t0, false); !slices.Equal(got, []int{5}) {
+		t.Errorf("ApplyScan added indexes %v, want [5]", got)
+	}
+	if i, ok := tr.IndexOf(101); !ok || i != 4 {
+		t.Errorf("IndexOf(101) = %d, %v", i, ok)
+	}
+	run(t, Config{}, root, []step{
 		{scan: append(slices.Clone(base), live(90, 101, 1200), live(101, 100, 1100), live(201, 200, 950), zombie(102, 100, 1150)),
 			pids: []int{90, 101}, added: []Identity{id(101, 1100), id(90, 1200)}, take: true},
 		// The child exits; the grandchild is reparented to init and stays.
@@ -260,7 +272,7 @@ func TestTombstones(t *testing.T) {
 	if !slices.Equal(got, []int{12, 13}) {
 		t.Errorf("tombstones = %v, want the last two, oldest first", got)
 	}
-	if n := len(tr.Take().Tombstones); n != 4 {
+	if n := len(tr.Take().Tombstones); n != 4 { // every removal since the last Take
 		t.Errorf("Take has %d tombstones, want 4", n)
 	}
 }

@@ -1,0 +1,82 @@
+// Command pwatch tracks the process tree rooted at one PID.
+//
+//	pwatch tree [flags] PID     print the live tree once
+//
+// Run "pwatch help" for the commands and their flags.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// usageError marks a mistake of the user's: a bad flag, a bad PID. pwatch
+// prints it on one line and exits with status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitError carries an exit status chosen by a command.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// app holds what the commands share: their output streams, and whether a
+// command's own code started (errors before that are usage errors).
+type app struct {
+	stdout, stderr io.Writer
+	started        bool
+}
+
+// begin marks the start of a command's own work.
+func (a *app) begin() { a.started = true }
+
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pwatch",
+		Short: "Track the process tree rooted at one PID",
+		Long: `pwatch tracks every descendant of one process on Linux, with identities
+(PID + start time) that survive PID reuse. As root it listens to the kernel's
+proc connector and sees every fork, exec and exit as it happens; elsewhere it
+polls /proc, and says so.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newTreeCmd(a))
+	return root
+}
+
+// run executes pwatch with args and returns its exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr}
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "pwatch: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || !a.started {
+		// cobra's own complaints (unknown command, wrong number of
+		// arguments) come before any command starts.
+		return 2
+	}
+	return 1
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}

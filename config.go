@@ -1,0 +1,112 @@
+package watchman
+
+import (
+	"fmt"
+	"time"
+)
+
+// Strategy chooses how a Watcher learns of processes.
+type Strategy string
+
+// The strategies.
+const (
+	// StrategyAuto (the zero value) uses the kernel's proc connector when
+	// this process may, and polls /proc otherwise; the Watcher's Mode and
+	// ModeReason say which and why.
+	StrategyAuto Strategy = "auto"
+	// StrategyConnector requires the proc connector: Attach fails with an
+	// error matching ErrConnectorUnavailable where it cannot be had.
+	StrategyConnector Strategy = "connector"
+	// StrategyPoll scans /proc at every Poll (and every ReconcileInterval,
+	// if set), like the Python library's scan_ppid strategy. Processes that
+	// live between two scans are not seen.
+	StrategyPoll Strategy = "poll"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultCmdlineMaxChars   = 4096
+	DefaultTombstoneLimit    = 1000
+	DefaultReconcileInterval = 2 * time.Second
+)
+
+// Config tunes a Watcher. A nil *Config, and the zero value of every field,
+// mean the documented default. Negative numbers are rejected with a
+// *ConfigError.
+type Config struct {
+	// MaxDepth is the deepest generation tracked, the root being 0 and its
+	// children 1. Zero means no limit. Processes below the limit are not
+	// members, and Snapshot.Truncated says so.
+	MaxDepth int
+	// IncludeRoot lists the root among Snapshot.Processes, LivePIDs and the
+	// Delta. Zero (false) lists only descendants.
+	IncludeRoot bool
+	// MaxDescendants caps the number of members besides the root; zero means
+	// no limit. Processes refused by the cap set Snapshot.Truncated; a later
+	// scan adds them once there is room.
+	MaxDescendants int
+	// Strategy chooses connector or polling mode; the zero value is
+	// StrategyAuto.
+	Strategy Strategy
+	// CaptureCmdline reads each member's command line when it joins (and,
+	// in connector mode, when it execs). Zero (false) leaves
+	// ProcessInfo.Cmdline nil and saves one /proc read per process.
+	CaptureCmdline bool
+	// CmdlineMaxChars caps the bytes of a captured command line, arguments
+	// and the spaces between them counted; the last argument kept is cut
+	// and ProcessInfo.CmdlineTruncated set. Zero means
+	// DefaultCmdlineMaxChars.
+	CmdlineMaxChars int
+	// KeepTombstones keeps the last state of removed members: in
+	// Snapshot.Tombstones (those removed since the previous Poll) and in
+	// Watcher.Tombstones (the last TombstoneLimit). Zero (false) keeps none.
+	KeepTombstones bool
+	// TombstoneLimit bounds Watcher.Tombstones; zero means
+	// DefaultTombstoneLimit.
+	TombstoneLimit int
+	// ReconcileInterval is how often the tree is checked against /proc in
+	// the background. In connector mode it is a safety net for events the
+	// kernel dropped without saying so (overruns are repaired at once, not
+	// on this clock); zero means DefaultReconcileInterval. In polling mode
+	// zero means no background scans: the tree is scanned at Attach and at
+	// every Poll. A negative value disables background checks in both.
+	ReconcileInterval time.Duration
+	// ProcRoot is the mount point of the proc filesystem; zero ("") means
+	// /proc. Tests point it at a fake tree (polling mode only).
+	ProcRoot string
+}
+
+// normalize checks the config and fills in defaults.
+func (c *Config) normalize() (Config, error) {
+	var n Config
+	if c != nil {
+		n = *c
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"MaxDepth", n.MaxDepth},
+		{"MaxDescendants", n.MaxDescendants},
+		{"CmdlineMaxChars", n.CmdlineMaxChars},
+		{"TombstoneLimit", n.TombstoneLimit},
+	} {
+		if f.v < 0 {
+			return n, &ConfigError{Field: f.name, Reason: fmt.Sprintf("%d is negative", f.v)}
+		}
+	}
+	switch n.Strategy {
+	case "":
+		n.Strategy = StrategyAuto
+	case StrategyAuto, StrategyConnector, StrategyPoll:
+	default:
+		return n, &ConfigError{Field: "Strategy", Reason: fmt.Sprintf("unknown strategy %q (want auto, connector or poll)", n.Strategy)}
+	}
+	if n.CmdlineMaxChars == 0 {
+		n.CmdlineMaxChars = DefaultCmdlineMaxChars
+	}
+	if n.TombstoneLimit == 0 {
+		n.TombstoneLimit = DefaultTombstoneLimit
+	}
+	return n, nil
+}
