@@ -1,0 +1,489 @@
+package connector
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	// DefaultReadBuffer is the receive buffer size used when
+	// Config.ReadBuffer is zero.
+	DefaultReadBuffer = 4 << 20
+	// DefaultEvents is the event mask used when Config.Events is zero.
+	DefaultEvents = WhatFork | WhatExec | WhatExit
+	// DefaultAckTimeout is how long Dial waits for the kernel's
+	// acknowledgement when Config.AckTimeout is zero.
+	DefaultAckTimeout = 2 * time.Second
+
+	// MaxBatch is the largest number of datagrams one Receive reads.
+	MaxBatch = 64
+	// DatagramSize is the size of each receive slot; a larger datagram
+	// is truncated and counted as malformed. Kernel proc events take 76
+	// bytes.
+	DatagramSize = 512
+)
+
+// Config configures a Conn. A nil *Config means all defaults.
+type Config struct {
+	// ReadBuffer is the socket receive buffer size in bytes, set with
+	// SO_RCVBUFFORCE (which needs CAP_NET_ADMIN), falling back to
+	// SO_RCVBUF (capped by net.core.rmem_max). Zero means
+	// DefaultReadBuffer (4 MiB); a negative value leaves the system
+	// default.
+	ReadBuffer int
+
+	// Events is the set of event types to receive. Zero means
+	// DefaultEvents (fork, exec, exit). Bits outside WhatAll are an error.
+	// The set is sent to the kernel (struct proc_input, Linux >= 6.6) and
+	// applied again in user space, so older kernels yield the same stream.
+	// WhatNonzeroExit without WhatExit selects exits with a non-zero wait
+	// status only.
+	Events What
+
+	// AckTimeout bounds the wait for the kernel's acknowledgement of the
+	// subscription. Zero means DefaultAckTimeout (2 s).
+	AckTimeout time.Duration
+}
+
+// A Datagram is one receive slot of a Socket batch read.
+type Datagram struct {
+	// Buf is the slot's storage, provided by the Conn (never empty); the
+	// Socket writes the datagram to Buf[:N].
+	Buf []byte
+	// N is the number of bytes written to Buf.
+	N int
+	// Port is the sender's netlink port id; 0 is the kernel.
+	Port uint32
+	// Truncated reports that the datagram was larger than Buf
+	// (MSG_TRUNC).
+	Truncated bool
+}
+
+// Socket is the transport under a Conn: a netlink socket bound to the proc
+// connector's multicast group. The real one is created by Dial; package
+// connectortest provides a fake kernel. A Conn calls ReadBatch from one
+// goroutine at a time, and Send, Close and the setters from any goroutine.
+type Socket interface {
+	// Send sends a connector message to the kernel. payload is a struct
+	// cn_msg and its data; Send adds the nlmsghdr (type NLMSG_DONE).
+	Send(payload []byte) error
+	// ReadBatch blocks until at least one datagram is available (or the
+	// read deadline passes, or the socket is closed), then fills up to
+	// len(ds) slots and returns how many it filled. An overrun is reported
+	// as an error matching syscall.ENOBUFS, after which the socket stays
+	// usable. Close makes a blocked ReadBatch return an error.
+	ReadBatch(ds []Datagram) (int, error)
+	// SetReadDeadline sets the deadline of ReadBatch; the zero time
+	// means none. A ReadBatch past its deadline returns an error matching
+	// os.ErrDeadlineExceeded.
+	SetReadDeadline(t time.Time) error
+	// SetReadBuffer sets the receive buffer size in bytes.
+	SetReadBuffer(bytes int) error
+	// PortID returns the socket's netlink port id (nl_pid).
+	PortID() uint32
+	// Close closes the socket. It is called once.
+	Close() error
+}
+
+// MemInfo is the kernel's per-socket memory accounting (SO_MEMINFO, the
+// SK_MEMINFO_* values, in bytes except Drops).
+type MemInfo struct {
+	// RmemAlloc is the memory held by queued received messages.
+	RmemAlloc uint32
+	// Rcvbuf is the receive buffer limit (twice the requested size).
+	Rcvbuf uint32
+	// WmemAlloc is the memory held by messages being sent.
+	WmemAlloc uint32
+	// Sndbuf is the send buffer limit.
+	Sndbuf uint32
+	// FwdAlloc is memory reserved ahead.
+	FwdAlloc uint32
+	// WmemQueued is the memory of queued sends.
+	WmemQueued uint32
+	// Optmem is the memory of socket options.
+	Optmem uint32
+	// Backlog is the memory of the socket backlog.
+	Backlog uint32
+	// Drops counts the messages the kernel dropped for this socket; for
+	// a netlink socket every message lost to a full buffer counts once.
+	Drops uint32
+}
+
+// Stats are a Conn's counters since it was created.
+type Stats struct {
+	// Datagrams counts datagrams read from the socket.
+	Datagrams uint64
+	// Received counts events accepted: returned by Receive or queued for
+	// it.
+	Received uint64
+	// Acks counts WhatNone acknowledgements from the kernel, this Conn's
+	// and other listeners'. They are never returned.
+	Acks uint64
+	// Spoofed counts messages that did not come from the kernel (non-zero
+	// source port id or nlmsghdr pid). They are dropped.
+	Spoofed uint64
+	// Foreign counts kernel messages of another connector or of another
+	// netlink message type. They are dropped.
+	Foreign uint64
+	// Malformed counts truncated or inconsistent messages and datagrams.
+	// They are dropped.
+	Malformed uint64
+	// Filtered counts events outside Config.Events that reached user
+	// space (kernels without proc_input, or during subscription). They are
+	// dropped.
+	Filtered uint64
+	// Overruns counts ENOBUFS reports: episodes in which the kernel
+	// dropped events. MemInfo().Drops counts the events themselves.
+	Overruns uint64
+}
+
+// Conn is a subscription to the proc connector. Receive may be called
+// from one goroutine at a time (concurrent calls are serialised); Close,
+// Stats, MemInfo, PortID and SetReadDeadline may be called from any
+// goroutine.
+type Conn struct {
+	sock       Socket
+	mask       What
+	ackTimeout time.Duration
+
+	rmu            sync.Mutex // serialises ReadBatch and the fields below
+	slots          []Datagram
+	pending        []Event // events received during the subscription
+	pendingOverrun bool
+	wantAck        uint32 // ack number of our LISTEN's acknowledgement
+	ackSeen        bool
+	ackErr         uint32
+
+	smu sync.Mutex // serialises Send
+	seq uint32
+
+	closed atomic.Bool
+
+	datagrams, received, acks, spoofed, foreign, malformed, filtered,
+	overruns atomic.Uint64
+}
+
+// NewConn subscribes to the proc connector over s and returns a Conn that
+// owns s. It sets the read buffer, sends PROC_CN_MCAST_LISTEN and waits up
+// to Config.AckTimeout for the kernel's acknowledgement, keeping the events
+// that arrive before it for the first Receive. On error it closes s. Dial
+// is NewConn over a real socket.
+func NewConn(s Socket, cfg *Config) (*Conn, error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Events&^WhatAll != 0 {
+		_ = s.Close()
+		return nil, &OpError{Op: "dial", Detail: fmt.Sprintf("Config.Events has unknown bits %#x", uint32(c.Events&^WhatAll))}
+	}
+	if c.Events == 0 {
+		c.Events = DefaultEvents
+	}
+	if c.ReadBuffer == 0 {
+		c.ReadBuffer = DefaultReadBuffer
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	conn := &Conn{
+		sock:       s,
+		mask:       c.Events,
+		ackTimeout: c.AckTimeout,
+		slots:      make([]Datagram, MaxBatch),
+	}
+	buf := make([]byte, MaxBatch*DatagramSize)
+	for i := range conn.slots {
+		conn.slots[i].Buf = buf[i*DatagramSize : (i+1)*DatagramSize : (i+1)*DatagramSize]
+	}
+	if c.ReadBuffer > 0 {
+		if err := s.SetReadBuffer(c.ReadBuffer); err != nil {
+			_ = s.Close()
+			return nil, &OpError{Op: "dial", Err: err, Detail: "setting the receive buffer"}
+		}
+	}
+	if err := conn.subscribe(rand.Uint32()); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// subscribe sends LISTEN with the given ack number and waits for its
+// acknowledgement, then installs the kernel-side filter.
+func (c *Conn) subscribe(ack uint32) error {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.wantAck = ack + 1
+	if err := c.send(OpListen, 0, ack); err != nil {
+		return sendError("listen", err)
+	}
+	if err := c.sock.SetReadDeadline(time.Now().Add(c.ackTimeout)); err != nil {
+		return &OpError{Op: "listen", Err: err}
+	}
+	for !c.ackSeen {
+		n, err := c.sock.ReadBatch(c.slots)
+		c.pending = c.process(c.slots[:n], c.pending)
+		switch {
+		case err == nil:
+		case errors.Is(err, syscall.ENOBUFS):
+			c.overruns.Add(1)
+			c.pendingOverrun = true
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return &OpError{Op: "listen", Kind: ErrNotSupported, Detail: fmt.Sprintf(
+				"no acknowledgement of PROC_CN_MCAST_LISTEN from the kernel within %v "+
+					"(kernel without CONFIG_PROC_EVENTS, or not in the initial namespaces)", c.ackTimeout)}
+		default:
+			return &OpError{Op: "listen", Err: err}
+		}
+	}
+	if err := c.sock.SetReadDeadline(time.Time{}); err != nil {
+		return &OpError{Op: "listen", Err: err}
+	}
+	if c.ackErr != 0 {
+		errno := syscall.Errno(c.ackErr)
+		kind := ErrNotSupported
+		if errno == syscall.EPERM || errno == syscall.EACCES {
+			kind = ErrPermission
+		}
+		return &OpError{Op: "listen", Kind: kind, Err: errno, Detail: "the kernel refused PROC_CN_MCAST_LISTEN"}
+	}
+	if c.mask&WhatAll != WhatAll {
+		// Narrow the kernel-side filter. Kernels before 6.6 ignore this
+		// 8-byte message; kernels since then drop its acknowledgement
+		// (WhatNone is outside any narrower mask), so none is awaited.
+		if err := c.send(OpListen, c.mask, ack+2); err != nil {
+			return sendError("listen", err)
+		}
+	}
+	return nil
+}
+
+func sendError(op string, err error) error {
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
+		return &OpError{Op: op, Kind: ErrPermission, Err: err}
+	}
+	return &OpError{Op: op, Err: err}
+}
+
+// send sends a proc connector control message: a 4-byte enum
+// proc_cn_mcast_op when events is zero, else a struct proc_input.
+func (c *Conn) send(op uint32, events What, ack uint32) error {
+	var b [CnMsgLen + 8]byte
+	n := 4
+	if events != 0 {
+		n = 8
+	}
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	c.seq++
+	ne := binary.NativeEndian
+	ne.PutUint32(b[0:], IdxProc)
+	ne.PutUint32(b[4:], ValProc)
+	ne.PutUint32(b[8:], c.seq)
+	ne.PutUint32(b[12:], ack)
+	ne.PutUint16(b[16:], uint16(n))
+	ne.PutUint32(b[CnMsgLen:], op)
+	ne.PutUint32(b[CnMsgLen+4:], uint32(events))
+	return c.sock.Send(b[:CnMsgLen+n])
+}
+
+// accepts reports whether the user-space filter passes ev; it mirrors the
+// kernel's cn_filter.
+func (w What) accepts(ev *Event) bool {
+	if w&ev.What != 0 {
+		return true
+	}
+	return ev.What == WhatExit && w&WhatNonzeroExit != 0 && ev.ExitStatus != 0
+}
+
+const (
+	nlmsgHdrLen = 16
+	nlmsgDone   = 3
+)
+
+// process decodes the datagrams ds, appends the accepted events to dst and
+// records acknowledgements. It must be called with rmu held.
+func (c *Conn) process(ds []Datagram, dst []Event) []Event {
+	ne := binary.NativeEndian
+	var ev Event
+	for i := range ds {
+		d := &ds[i]
+		c.datagrams.Add(1)
+		if d.Port != 0 {
+			c.spoofed.Add(1)
+			continue
+		}
+		if d.Truncated || d.N > len(d.Buf) || d.N < 0 {
+			c.malformed.Add(1)
+			continue
+		}
+		b := d.Buf[:d.N]
+		if len(b) < nlmsgHdrLen {
+			c.malformed.Add(1)
+			continue
+		}
+		for len(b) >= nlmsgHdrLen {
+			l := int(ne.Uint32(b[0:]))
+			if l < nlmsgHdrLen || l > len(b) {
+				c.malformed.Add(1)
+				break
+			}
+			msg := b[:l]
+			if al := (l + 3) &^ 3; al < len(b) {
+				b = b[al:]
+			} else {
+				b = nil
+			}
+			if ne.Uint16(msg[4:]) != nlmsgDone {
+				c.foreign.Add(1)
+				continue
+			}
+			if ne.Uint32(msg[12:]) != 0 {
+				c.spoofed.Add(1)
+				continue
+			}
+			if _, reason := decode(msg[nlmsgHdrLen:], &ev); reason != nil {
+				if reason == ErrForeign {
+					c.foreign.Add(1)
+				} else {
+					c.malformed.Add(1)
+				}
+				continue
+			}
+			if ev.What == WhatNone {
+				c.acks.Add(1)
+				if !c.ackSeen && ev.Ack == c.wantAck {
+					c.ackSeen = true
+					c.ackErr = ev.Err
+				}
+				continue
+			}
+			if !c.mask.accepts(&ev) {
+				c.filtered.Add(1)
+				continue
+			}
+			c.received.Add(1)
+			dst = append(dst, ev)
+		}
+	}
+	return dst
+}
+
+// Receive appends events to dst and returns the extended slice. It blocks
+// until at least one event passes the filter, then returns the events of
+// one batch read: at most MaxBatch datagrams, and no more than the spare
+// capacity of dst (at least one), so a dst with spare capacity is never
+// reallocated and Receive does not allocate. Reuse the slice:
+//
+//	buf := make([]connector.Event, 0, connector.MaxBatch)
+//	for {
+//		evs, err := c.Receive(buf[:0])
+//		...
+//	}
+//
+// When the kernel reports an overrun Receive returns the events it has and
+// an error matching ErrOverrun; the Conn stays usable and later calls go
+// on with the events that followed. After Close, or when Close is called
+// during the call, it returns an error matching ErrClosed (net.ErrClosed).
+// Past a deadline set with SetReadDeadline it returns an error matching
+// os.ErrDeadlineExceeded.
+func (c *Conn) Receive(dst []Event) ([]Event, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.closed.Load() {
+		return dst, &OpError{Op: "receive", Kind: ErrClosed}
+	}
+	if len(c.pending) > 0 || c.pendingOverrun {
+		k := min(len(c.pending), max(cap(dst)-len(dst), 1))
+		dst = append(dst, c.pending[:k]...)
+		c.pending = c.pending[k:]
+		if len(c.pending) == 0 {
+			c.pending = nil
+		}
+		if c.pendingOverrun {
+			c.pendingOverrun = false
+			return dst, ErrOverrun
+		}
+		return dst, nil
+	}
+	for {
+		n := min(max(cap(dst)-len(dst), 1), len(c.slots))
+		got, err := c.sock.ReadBatch(c.slots[:n])
+		before := len(dst)
+		dst = c.process(c.slots[:max(0, min(got, n))], dst)
+		if err != nil {
+			return dst, c.receiveError(err)
+		}
+		if len(dst) > before {
+			return dst, nil
+		}
+	}
+}
+
+func (c *Conn) receiveError(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOBUFS):
+		c.overruns.Add(1)
+		return ErrOverrun
+	case c.closed.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed):
+		return &OpError{Op: "receive", Kind: ErrClosed}
+	}
+	return &OpError{Op: "receive", Err: err}
+}
+
+// Stats returns a snapshot of the Conn's counters.
+func (c *Conn) Stats() Stats {
+	return Stats{
+		Datagrams: c.datagrams.Load(),
+		Received:  c.received.Load(),
+		Acks:      c.acks.Load(),
+		Spoofed:   c.spoofed.Load(),
+		Foreign:   c.foreign.Load(),
+		Malformed: c.malformed.Load(),
+		Filtered:  c.filtered.Load(),
+		Overruns:  c.overruns.Load(),
+	}
+}
+
+// Events returns the event mask in force (Config.Events or its default).
+func (c *Conn) Events() What { return c.mask }
+
+// PortID returns the socket's netlink port id (nl_pid).
+func (c *Conn) PortID() uint32 { return c.sock.PortID() }
+
+// SetReadDeadline sets a deadline for Receive; the zero time means none.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.sock.SetReadDeadline(t) }
+
+// MemInfo returns the kernel's memory accounting and drop counter for the
+// socket (SO_MEMINFO). Its error matches ErrNotSupported when the Socket
+// cannot tell.
+func (c *Conn) MemInfo() (MemInfo, error) {
+	if m, ok := c.sock.(interface{ MemInfo() (MemInfo, error) }); ok {
+		return m.MemInfo()
+	}
+	return MemInfo{}, &OpError{Op: "meminfo", Kind: ErrNotSupported, Detail: "the socket does not report SO_MEMINFO"}
+}
+
+// Close unsubscribes (PROC_CN_MCAST_IGNORE, best effort: its failure is
+// not reported) and closes the socket, which makes a blocked Receive
+// return ErrClosed. Close is idempotent: later calls return nil.
+func (c *Conn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	_ = c.send(OpIgnore, 0, 0)
+	if err := c.sock.Close(); err != nil {
+		return &OpError{Op: "close", Err: err}
+	}
+	return nil
+}

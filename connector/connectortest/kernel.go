@@ -1,0 +1,377 @@
+// Package connectortest provides a fake proc connector kernel for tests of
+// code built on package connector, in the style of mdlayher/netlink's
+// nltest: a Kernel implements connector.Socket, answers subscription
+// requests the way drivers/connector/cn_proc.c does, and lets a test emit
+// events (encoded to real wire bytes, so the decoder is exercised), raw or
+// forged datagrams, and overruns. No privileges are needed.
+package connectortest
+
+import (
+	"encoding/binary"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/process-watchman/watchman/connector"
+)
+
+// DefaultPortID is the netlink port id of a new Kernel's socket.
+const DefaultPortID = 0x7e57
+
+// ListenBehavior says how a Kernel answers PROC_CN_MCAST_LISTEN.
+type ListenBehavior struct {
+	// Silent makes the kernel never acknowledge, as a kernel does for a
+	// listener outside the initial namespaces.
+	Silent bool
+	// ForeignAcks is the number of other listeners' acknowledgements
+	// (WhatNone messages with other ack numbers) queued before the
+	// socket's own, on the first LISTEN.
+	ForeignAcks int
+	// Before are events queued before the acknowledgement, on the first
+	// LISTEN.
+	Before []connector.Event
+	// Err is the error code the acknowledgement carries (for example
+	// uint32(syscall.EPERM)); zero means success.
+	Err uint32
+}
+
+// A Request is a control message the Kernel received.
+type Request struct {
+	// Op is the proc_cn_mcast_op: connector.OpListen or OpIgnore.
+	Op uint32
+	// Events is the event_type of a struct proc_input, after the kernel's
+	// normalisation (masked with WhatAll; zero becomes WhatAll); WhatAll
+	// for a plain 4-byte op.
+	Events connector.What
+	// Len is the cn_msg data length: 4 (op only) or 8 (proc_input).
+	Len int
+	// Seq and Ack are the cn_msg sequence and ack numbers.
+	Seq, Ack uint32
+}
+
+type datagram struct {
+	b    []byte
+	port uint32
+}
+
+// Kernel is a fake proc connector kernel with one listening socket. It
+// implements connector.Socket and is safe for concurrent use.
+type Kernel struct {
+	wake chan struct{} // capacity 1: something changed
+	done chan struct{} // closed by Close
+
+	mu         sync.Mutex
+	queue      []datagram
+	head       int
+	overrun    bool
+	closed     bool
+	deadline   time.Time
+	portID     uint32
+	readBuffer int
+	listen     ListenBehavior
+	legacy     bool
+	requests   []Request
+	listens    int
+	seq        uint32 // the kernel's event counter
+	// the socket's sk_user_data (struct proc_input), nil before any
+	// control message
+	hasInput  bool
+	inputOp   uint32
+	inputMask connector.What
+}
+
+// NewKernel returns a fake kernel that acknowledges LISTEN at once, as a
+// Linux >= 6.6 kernel does (proc_input filters honoured).
+func NewKernel() *Kernel {
+	return &Kernel{
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		portID: DefaultPortID,
+	}
+}
+
+// Dial returns connector.NewConn(k, cfg).
+func (k *Kernel) Dial(cfg *connector.Config) (*connector.Conn, error) {
+	return connector.NewConn(k, cfg)
+}
+
+// SetListen sets how later LISTEN requests are answered.
+func (k *Kernel) SetListen(b ListenBehavior) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.listen = b
+}
+
+// SetLegacy makes the kernel behave as one before Linux 6.6: control
+// messages other than a 4-byte op are ignored (no acknowledgement) and
+// nothing is filtered in the kernel.
+func (k *Kernel) SetLegacy(legacy bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.legacy = legacy
+}
+
+// SetPortID sets the socket's port id.
+func (k *Kernel) SetPortID(id uint32) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.portID = id
+}
+
+// Emit queues events as the kernel would multicast them to this socket:
+// each is encoded with EncodeMessage, with the sequence number taken from
+// the kernel's counter when ev.Seq is zero, and passes the socket's kernel
+// filter (as cn_filter does) first.
+func (k *Kernel) Emit(events ...connector.Event) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, ev := range events {
+		k.emitLocked(ev)
+	}
+	k.signal()
+}
+
+func (k *Kernel) emitLocked(ev connector.Event) {
+	if ev.Seq == 0 {
+		ev.Seq = k.seq
+		k.seq++
+	}
+	if !k.passesLocked(ev) {
+		return
+	}
+	k.queue = append(k.queue, datagram{b: EncodeMessage(ev)})
+}
+
+// passesLocked mirrors cn_filter in drivers/connector/cn_proc.c: 0 means
+// deliver there, true here.
+func (k *Kernel) passesLocked(ev connector.Event) bool {
+	if k.legacy || !k.hasInput {
+		return true
+	}
+	if k.inputOp == connector.OpIgnore {
+		return false
+	}
+	if k.inputMask == connector.WhatAll {
+		return true
+	}
+	if k.inputMask&connector.WhatNonzeroExit != 0 && ev.What == connector.WhatExit && ev.ExitStatus != 0 {
+		return true
+	}
+	return k.inputMask&ev.What != 0
+}
+
+// EmitRaw queues one datagram with arbitrary content (nlmsghdr included)
+// from the given source port id (0 is the kernel; anything else is a
+// user-space sender). The kernel filter does not apply. b is not copied:
+// do not modify it afterwards.
+func (k *Kernel) EmitRaw(fromPort uint32, b []byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.queue = append(k.queue, datagram{b: b, port: fromPort})
+	k.signal()
+}
+
+// Overrun makes the next ReadBatch fail with ENOBUFS, as after the kernel
+// dropped messages for a full receive buffer. Queued datagrams stay queued.
+func (k *Kernel) Overrun() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.overrun = true
+	k.signal()
+}
+
+// Requests returns the control messages received so far.
+func (k *Kernel) Requests() []Request {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]Request(nil), k.requests...)
+}
+
+// Closed reports whether Close was called.
+func (k *Kernel) Closed() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.closed
+}
+
+// ReadBuffer returns the last size given to SetReadBuffer (0 if none).
+func (k *Kernel) ReadBuffer() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.readBuffer
+}
+
+// Queued returns the number of datagrams waiting to be read.
+func (k *Kernel) Queued() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.queue) - k.head
+}
+
+func (k *Kernel) signal() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Send implements connector.Socket: it parses a control message and
+// answers it as cn_proc_mcast_ctl does.
+func (k *Kernel) Send(payload []byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return net.ErrClosed
+	}
+	ne := binary.NativeEndian
+	if len(payload) < cnMsgLen || ne.Uint32(payload[0:]) != 1 || ne.Uint32(payload[4:]) != 1 {
+		return nil // another connector: no callback
+	}
+	n := int(ne.Uint16(payload[16:]))
+	if n > len(payload)-cnMsgLen {
+		return nil // connector.c drops messages whose len exceeds the skb
+	}
+	data := payload[cnMsgLen : cnMsgLen+n]
+	req := Request{Len: n, Seq: ne.Uint32(payload[8:]), Ack: ne.Uint32(payload[12:])}
+	switch {
+	case n == 4:
+		req.Op, req.Events = ne.Uint32(data), connector.WhatAll
+	case n == 8 && !k.legacy:
+		req.Op = ne.Uint32(data)
+		req.Events = connector.What(ne.Uint32(data[4:])) & connector.WhatAll
+		if req.Events == 0 {
+			req.Events = connector.WhatAll
+		}
+	default:
+		return nil // the kernel returns without an acknowledgement
+	}
+	k.requests = append(k.requests, req)
+
+	var ackErr uint32
+	if req.Op != connector.OpListen && req.Op != connector.OpIgnore {
+		ackErr = uint32(syscall.EINVAL)
+	}
+	if !k.legacy {
+		k.hasInput, k.inputOp, k.inputMask = true, req.Op, req.Events
+		if req.Op == connector.OpIgnore {
+			k.inputMask = connector.WhatNone
+		}
+	}
+	if req.Op == connector.OpListen {
+		k.listens++
+		if k.listen.Silent {
+			return nil
+		}
+		if k.listens == 1 {
+			for i := range k.listen.ForeignAcks {
+				// Other listeners' acks reach this socket through its
+				// filter like any message.
+				k.emitLocked(connector.Event{What: connector.WhatNone, CPU: 1, Ack: req.Ack + 2 + uint32(i)})
+			}
+			for _, ev := range k.listen.Before {
+				k.emitLocked(ev)
+			}
+		}
+		if ackErr == 0 {
+			ackErr = k.listen.Err
+		}
+	}
+	k.emitLocked(connector.Event{What: connector.WhatNone, Ack: req.Ack + 1, Err: ackErr})
+	k.signal()
+	return nil
+}
+
+// ReadBatch implements connector.Socket.
+func (k *Kernel) ReadBatch(ds []connector.Datagram) (int, error) {
+	for {
+		k.mu.Lock()
+		if k.closed {
+			k.mu.Unlock()
+			return 0, net.ErrClosed
+		}
+		if k.overrun {
+			k.overrun = false
+			k.mu.Unlock()
+			return 0, os.NewSyscallError("recvmmsg", syscall.ENOBUFS)
+		}
+		if k.head < len(k.queue) {
+			n := 0
+			for n < len(ds) && k.head < len(k.queue) {
+				d := k.queue[k.head]
+				k.queue[k.head] = datagram{}
+				k.head++
+				ds[n].N = copy(ds[n].Buf, d.b)
+				ds[n].Port = d.port
+				ds[n].Truncated = len(d.b) > len(ds[n].Buf)
+				n++
+			}
+			if k.head == len(k.queue) {
+				k.queue, k.head = k.queue[:0], 0
+			}
+			k.mu.Unlock()
+			return n, nil
+		}
+		deadline := k.deadline
+		k.mu.Unlock()
+
+		var (
+			timer   *time.Timer
+			timeout <-chan time.Time
+		)
+		if !deadline.IsZero() {
+			d := time.Until(deadline)
+			if d <= 0 {
+				return 0, os.ErrDeadlineExceeded
+			}
+			timer = time.NewTimer(d)
+			timeout = timer.C
+		}
+		select {
+		case <-k.wake:
+		case <-k.done:
+		case <-timeout:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// SetReadDeadline implements connector.Socket.
+func (k *Kernel) SetReadDeadline(t time.Time) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.deadline = t
+	k.signal()
+	return nil
+}
+
+// SetReadBuffer implements connector.Socket; the size is only recorded.
+func (k *Kernel) SetReadBuffer(bytes int) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.readBuffer = bytes
+	return nil
+}
+
+// PortID implements connector.Socket.
+func (k *Kernel) PortID() uint32 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.portID
+}
+
+// Close implements connector.Socket: it unblocks ReadBatch, which then
+// returns net.ErrClosed. A second Close returns net.ErrClosed.
+func (k *Kernel) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return net.ErrClosed
+	}
+	k.closed = true
+	close(k.done)
+	return nil
+}

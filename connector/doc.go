@@ -1,0 +1,47 @@
+// Package connector subscribes to the Linux proc connector
+// (NETLINK_CONNECTOR, CN_IDX_PROC) and decodes its process events: fork,
+// exec, uid/gid/sid changes, ptrace, comm, coredump and exit.
+//
+// The package knows nothing about process trees. It offers three layers:
+//
+//   - Decode, a pure decoder of one netlink message payload (struct cn_msg
+//     followed by struct proc_event) into a flat, allocation-free Event.
+//   - Conn, a subscription: Dial opens the socket, asks the kernel to
+//     multicast events (PROC_CN_MCAST_LISTEN), waits for the kernel's
+//     acknowledgement, and Receive then returns batches of events read with
+//     recvmmsg(2) into a reused buffer. Messages that do not come from the
+//     kernel, that belong to another connector, or that are malformed are
+//     dropped and counted in Stats, never returned.
+//   - Socket, the seam under Conn. The real one wraps
+//     github.com/mdlayher/netlink; package connectortest provides a fake
+//     kernel so that code built on Conn can be tested without privileges.
+//
+// # Kernel behaviour this package relies on
+//
+// The kernel only registers listeners that live in the initial user and PID
+// namespaces; elsewhere it stays silent. Dial checks /proc/self/ns/user and
+// /proc/self/ns/pid first and fails at once with ErrNotSupported there.
+//
+// The acknowledgement of PROC_CN_MCAST_LISTEN is a multicast WhatNone
+// message delivered to every listener. Since Linux 4.x the kernel overwrites
+// the cn_msg sequence number of every message, acknowledgements included,
+// with a per-CPU counter, so only the ack number (the request's ack + 1)
+// identifies the reply; Conn picks a random ack number and ignores
+// acknowledgements of other listeners.
+//
+// Since Linux 6.6 a listener may send struct proc_input {mcast_op,
+// event_type} to have the kernel filter events for it. The kernel filter
+// also drops WhatNone messages, including the listener's own
+// acknowledgement, unless every event type is requested. Conn therefore
+// subscribes in two steps: a plain 4-byte PROC_CN_MCAST_LISTEN (understood
+// by every kernel, acknowledged because the socket asks for everything),
+// then, if Config.Events is narrower, a proc_input that installs the kernel
+// filter (silently ignored by kernels before 6.6). The same filter is
+// always applied in user space as well, so every kernel yields the same
+// stream.
+//
+// When the socket's receive buffer is full the kernel drops events and
+// reports ENOBUFS once; Receive turns that into ErrOverrun and the Conn
+// stays usable. Conn.MemInfo exposes the kernel's per-socket drop counter,
+// which counts every dropped message.
+package connector
