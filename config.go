@@ -72,8 +72,14 @@ type Config struct {
 	// every Poll. A negative value disables background checks in both.
 	ReconcileInterval time.Duration
 	// ProcRoot is the mount point of the proc filesystem; zero ("") means
-	// /proc. Tests point it at a fake tree (polling mode only).
+	// /proc. Tests point it at a fake tree: without a Hub that means
+	// polling mode; with one, it must be the Hub's ProcRoot.
 	ProcRoot string
+	// Hub is the connector socket shared with other Watchers; zero (nil)
+	// gives the Watcher a private one. Share a Hub when one process
+	// watches many trees: N watchers then cost one socket and one decode
+	// per event.
+	Hub *Hub
 }
 
 // normalize checks the config and fills in defaults.

@@ -15,16 +15,12 @@ type Identity struct {
 	StartTicks uint64 `json:"start_ticks"`
 }
 
-// CreateTime returns when the process started: the boot time from /proc/stat
-// plus StartTicks/USER_HZ. It reads /proc/stat at each call; ProcessInfo.Started
-// holds the same value without a read. It returns the zero Time if /proc
-// cannot be read.
+// CreateTime returns when the process started: the boot time plus
+// StartTicks/USER_HZ, so to 10 ms. The boot time comes from the wall clock
+// and CLOCK_BOOTTIME at each call (two calls can differ by a microsecond);
+// ProcessInfo.Started holds the value its Watcher computed.
 func (id Identity) CreateTime() time.Time {
-	fs, err := reconcile.NewFS("")
-	if err != nil {
-		return time.Time{}
-	}
-	return fs.TicksToTime(id.StartTicks)
+	return reconcile.BootTime().Add(time.Duration(id.StartTicks) * (time.Second / reconcile.UserHZ))
 }
 
 // Mode says how a Watcher learns of processes.

@@ -6,9 +6,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/process-watchman/watchman/connector"
 	"github.com/process-watchman/watchman/reconcile"
 	"github.com/process-watchman/watchman/tracker"
 )
+
+// confirmDelay is how long a reconcile waits before it acts on what it
+// found, so that the events still queued in the socket (which carry exit
+// statuses and exact data) are applied first.
+const confirmDelay = 200 * time.Millisecond
+
+// fullScanEvery makes every n-th periodic reconcile in connector mode a
+// full host scan; the others check the members alone (tree-local), which
+// costs one /proc read per member.
+const fullScanEvery = 10
 
 // Watcher tracks the process tree rooted at one PID. Its methods are safe
 // for concurrent use.
@@ -18,15 +29,27 @@ type Watcher struct {
 	root       Identity
 	mode       Mode
 	modeReason string
+	hub        *Hub // nil in polling mode
 
-	mu      sync.Mutex
-	tr      *tracker.Tracker
+	// scanMu serializes scans, which use scanner and scan; they run
+	// without mu, so that events keep flowing during a scan.
+	scanMu  sync.Mutex
 	scanner *reconcile.Scanner
 	scan    reconcile.Scan
 	entries []tracker.Entry
-	bgErr   error // the last background reconcile failure, for Poll
-	closed  bool
 
+	mu       sync.Mutex // guards what follows
+	tr       *tracker.Tracker
+	subs     []*Subscription
+	bgErr    error // the last background failure, for Poll
+	overruns int   // since the previous Poll
+	closed   bool
+	// what the last reconcile left to confirm after confirmDelay
+	suspects   []tracker.Identity
+	candidates []tracker.Entry
+
+	kick chan struct{} // asks the loop for a full reconcile now
+	wake chan struct{} // asks the loop to look for due confirmations
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -34,11 +57,13 @@ type Watcher struct {
 // Attach starts watching the tree rooted at pid. A nil cfg means the
 // defaults. It returns a *PIDError (matching ErrInvalidPID or
 // ErrNoSuchProcess) for a PID that cannot be watched, a *ConfigError
-// (matching ErrInvalidConfig) for a bad Config, and ErrConnectorUnavailable
-// when StrategyConnector was asked for and cannot be had.
+// (matching ErrInvalidConfig) for a bad Config, and an error matching
+// ErrConnectorUnavailable when StrategyConnector was asked for and cannot
+// be had.
 //
-// Before it returns, Attach scans /proc once so that the descendants alive
-// now are members; they are reported as Added by the first Poll.
+// In connector mode Attach subscribes to the kernel's events before it
+// scans /proc, so that no process falls between the scan and the events.
+// The descendants alive at Attach are reported as Added by the first Poll.
 func Attach(pid int, cfg *Config) (*Watcher, error) {
 	c, err := cfg.normalize()
 	if err != nil {
@@ -70,45 +95,97 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 		fs:      fs,
 		root:    Identity{PID: pid, StartTicks: st.StartTicks},
 		scanner: fs.NewScanner(),
+		kick:    make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
-	if err := w.chooseMode(); err != nil {
-		return nil, err
-	}
-	now := time.Now()
 	w.tr = tracker.New(tracker.Identity(w.root), tracker.Config{
 		MaxDepth:    c.MaxDepth,
 		MaxMembers:  c.MaxDescendants,
 		IncludeRoot: c.IncludeRoot,
 		Tombstones:  w.tombstoneLimit(),
-	}, now)
+	}, time.Now())
 	cmd, cmdTrunc := w.readCmdline(pid)
 	w.tr.Update(tracker.Identity(w.root), func(p *tracker.Proc) {
 		p.Name, p.State, p.PPID, p.Cmdline = st.Comm, st.State, st.PPID, cmd
 		p.CmdlineTruncated = cmdTrunc
 	})
-	if err := w.scanLocked(false); err != nil {
+	if err := w.chooseMode(); err != nil {
 		return nil, err
 	}
-	if !w.tr.RootAlive() {
-		return nil, &PIDError{PID: pid, Reason: "exited during attach", Err: ErrNoSuchProcess}
+	if w.hub != nil {
+		w.hub.attach(w)
 	}
-	if iv := w.backgroundInterval(); iv > 0 {
+	if err := w.initialScan(); err != nil {
+		w.shutdown()
+		return nil, err
+	}
+	if iv := w.backgroundInterval(); iv > 0 || w.mode == ModeConnector {
 		w.wg.Add(1)
-		go w.reconcileLoop(iv)
+		go w.loop(iv)
 	}
 	return w, nil
 }
 
-// chooseMode settles the mode from the strategy.
+// chooseMode settles the mode from the strategy, and opens the connector
+// when it is to be used.
 func (w *Watcher) chooseMode() error {
-	switch w.cfg.Strategy {
-	case StrategyPoll:
-		w.mode, w.modeReason = ModePoll, "polling was asked for"
-	case StrategyConnector:
-		return fmt.Errorf("%w: the proc connector is not built into this version", ErrConnectorUnavailable)
-	default:
-		w.mode, w.modeReason = ModePoll, "the proc connector is not built into this version"
+	if w.cfg.Strategy == StrategyPoll {
+		w.mode, w.modeReason = ModePoll, "polling was asked for (Strategy poll)"
+		return nil
+	}
+	hub := w.cfg.Hub
+	if hub == nil {
+		if w.cfg.ProcRoot != "" && w.cfg.ProcRoot != reconcile.DefaultRoot {
+			if w.cfg.Strategy == StrategyConnector {
+				return &ConfigError{Field: "ProcRoot", Reason: "a custom proc root needs a Hub with the same ProcRoot in connector mode"}
+			}
+			w.mode, w.modeReason = ModePoll, "Config.ProcRoot is set without a Hub: polling that proc root"
+			return nil
+		}
+		hub = NewHub(&HubConfig{ProcRoot: w.cfg.ProcRoot})
+	} else if hub.cfg.ProcRoot != w.cfg.ProcRoot {
+		return &ConfigError{Field: "ProcRoot", Reason: fmt.Sprintf("%q differs from the Hub's %q", w.cfg.ProcRoot, hub.cfg.ProcRoot)}
+	}
+	if err := hub.acquire(); err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			return err
+		}
+		if w.cfg.Strategy == StrategyConnector {
+			return fmt.Errorf("%w: %w", ErrConnectorUnavailable, err)
+		}
+		w.mode, w.modeReason = ModePoll, "proc connector unavailable, polling /proc: "+err.Error()
+		return nil
+	}
+	w.hub = hub
+	w.mode, w.modeReason = ModeConnector, "listening to the kernel's proc connector"
+	return nil
+}
+
+// initialScan makes the descendants alive now members. In connector mode
+// events already flow, so members they added are not removed on the word
+// of a scan that may predate them.
+func (w *Watcher) initialScan() error {
+	if err := w.readHost(); err != nil {
+		return err
+	}
+	w.scanMu.Lock()
+	defer w.scanMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.applyScanLocked(tracker.ScanOptions{DeferRemovals: w.mode == ModeConnector})
+	for _, id := range r.Suspects {
+		if id == tracker.Identity(w.root) {
+			if _, ok := w.lookupLive(id); !ok {
+				w.tr.ConfirmGone(id, time.Now())
+			}
+			continue
+		}
+		w.suspects = append(w.suspects, id)
+	}
+	if !w.tr.RootAlive() {
+		return &PIDError{PID: w.root.PID, Reason: "exited during attach", Err: ErrNoSuchProcess}
 	}
 	return nil
 }
@@ -132,6 +209,10 @@ func (w *Watcher) backgroundInterval() time.Duration {
 	return iv
 }
 
+// Hub returns the Hub that feeds the Watcher (its private one if
+// Config.Hub was nil), or nil in polling mode.
+func (w *Watcher) Hub() *Hub { return w.hub }
+
 // Root returns the identity of the root process.
 func (w *Watcher) Root() Identity { return w.root }
 
@@ -144,17 +225,22 @@ func (w *Watcher) ModeReason() string { return w.modeReason }
 
 // Poll returns the tree as it is now and what changed since the previous
 // Poll. In polling mode it scans /proc first; in connector mode the tree is
-// already current and Poll costs O(members).
+// already current and Poll costs O(members + changes).
 func (w *Watcher) Poll() (Snapshot, error) {
+	if w.mode == ModePoll {
+		if err := w.readHost(); err != nil {
+			return Snapshot{}, err
+		}
+		w.scanMu.Lock()
+		defer w.scanMu.Unlock()
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return Snapshot{}, ErrClosed
 	}
 	if w.mode == ModePoll {
-		if err := w.scanLocked(false); err != nil {
-			return Snapshot{}, err
-		}
+		w.applyScanLocked(tracker.ScanOptions{})
 	}
 	if err := w.bgErr; err != nil {
 		w.bgErr = nil
@@ -167,6 +253,7 @@ func (w *Watcher) Poll() (Snapshot, error) {
 		RootAlive: w.tr.RootAlive(),
 		Truncated: ch.Truncated,
 		Mode:      w.mode,
+		Overruns:  w.overruns,
 		Repairs:   ch.Repairs,
 		Delta: Delta{
 			Added:   identities(ch.Added),
@@ -174,6 +261,7 @@ func (w *Watcher) Poll() (Snapshot, error) {
 			Exited:  make([]Exit, len(ch.Exits)),
 		},
 	}
+	w.overruns = 0
 	for i, e := range ch.Exits {
 		snap.Delta.Exited[i] = w.exit(e)
 	}
@@ -217,48 +305,237 @@ func (w *Watcher) Tombstones() []Tombstone {
 	return out
 }
 
-// Close stops the Watcher and releases its goroutines and descriptors. It is
-// idempotent; calls other than Root, Mode and ModeReason return ErrClosed
-// or nothing afterwards.
+// Close stops the Watcher, closes its subscriptions, and releases its
+// goroutines and descriptors (the connector socket with the last Watcher of
+// its Hub). It is idempotent; afterwards Poll returns ErrClosed.
 func (w *Watcher) Close() error {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return nil
 	}
-	w.closed = true
-	close(w.stop)
 	w.mu.Unlock()
-	w.wg.Wait()
+	w.shutdown()
 	return nil
 }
 
-// reconcileLoop scans in the background every iv until Close.
-func (w *Watcher) reconcileLoop(iv time.Duration) {
-	defer w.wg.Done()
-	t := time.NewTicker(iv)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-		}
-		w.mu.Lock()
-		if err := w.scanLocked(w.mode == ModeConnector); err != nil {
-			w.bgErr = err
-		}
-		w.mu.Unlock()
+// shutdown does Close's work; also used when Attach fails half way.
+func (w *Watcher) shutdown() {
+	w.mu.Lock()
+	w.closed = true
+	w.closeSubs()
+	pids := w.tr.PIDs(nil)
+	pids = append(pids, w.root.PID)
+	w.mu.Unlock()
+	close(w.stop)
+	w.wg.Wait()
+	if w.hub != nil {
+		w.hub.detach(w, pids)
+		w.hub.release()
 	}
 }
 
-// scanLocked reads the whole host and applies it to the tracker. The caller
-// holds w.mu (or is Attach, before anyone else can).
-func (w *Watcher) scanLocked(repair bool) error {
+// loop runs the background reconciles until Close: periodic ones every iv
+// (if positive), full ones when kicked (overruns), and the confirmations
+// they leave.
+func (w *Watcher) loop(iv time.Duration) {
+	defer w.wg.Done()
+	var tick <-chan time.Time
+	if iv > 0 {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		tick = t.C
+	}
+	confirm := time.NewTimer(time.Hour)
+	confirm.Stop()
+	defer confirm.Stop()
+	armed := false
+	if w.hasPending() {
+		confirm.Reset(confirmDelay)
+		armed = true
+	}
+	n := 0
+	for {
+		var err error
+		select {
+		case <-w.stop:
+			return
+		case <-w.kick:
+			err = w.reconcile(true)
+		case <-w.wake:
+		case <-tick:
+			n++
+			err = w.reconcile(w.mode == ModePoll || n%fullScanEvery == 0)
+		case <-confirm.C:
+			armed = false
+			w.confirm()
+		}
+		if err != nil {
+			w.mu.Lock()
+			w.bgErr = err
+			w.mu.Unlock()
+		}
+		if !armed && w.hasPending() {
+			confirm.Reset(confirmDelay)
+			armed = true
+		}
+	}
+}
+
+// hasPending reports whether a confirmation is due.
+func (w *Watcher) hasPending() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.suspects) > 0 || len(w.candidates) > 0 || len(w.tr.PendingLeaders(nil)) > 0
+}
+
+// reconcile checks the tree against /proc: the whole host when full, else
+// the members alone. In connector mode what it finds waits for confirm.
+func (w *Watcher) reconcile(full bool) error {
+	if w.mode == ModePoll {
+		if err := w.readHost(); err != nil {
+			return err
+		}
+		w.scanMu.Lock()
+		defer w.scanMu.Unlock()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.applyScanLocked(tracker.ScanOptions{})
+		return nil
+	}
+	if !full {
+		w.checkMembers()
+		return nil
+	}
+	if err := w.readHost(); err != nil {
+		return err
+	}
+	w.scanMu.Lock()
+	defer w.scanMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.applyScanLocked(tracker.ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true})
+	w.suspects = append(w.suspects, r.Suspects...)
+	w.candidates = append(w.candidates, r.Candidates...)
+	return nil
+}
+
+// checkMembers is the tree-local reconcile: members that /proc no longer
+// shows alive become suspects.
+func (w *Watcher) checkMembers() {
+	w.mu.Lock()
+	members := w.tr.Members(nil)
+	ids := make([]tracker.Identity, 0, len(members)+1)
+	for _, p := range members {
+		ids = append(ids, p.ID)
+	}
+	if !w.cfg.IncludeRoot && w.tr.RootAlive() {
+		ids = append(ids, tracker.Identity(w.root))
+	}
+	w.mu.Unlock()
+	var gone []tracker.Identity
+	for _, id := range ids {
+		if _, ok := w.lookupLive(id); !ok {
+			gone = append(gone, id)
+		}
+	}
+	w.mu.Lock()
+	w.suspects = append(w.suspects, gone...)
+	w.mu.Unlock()
+}
+
+// confirm acts on what the last reconcile found, now that the events queued
+// at the time have been applied: suspects still gone are removed,
+// candidates still alive and still unannounced are added, and processes
+// whose first thread exited are checked again.
+func (w *Watcher) confirm() {
+	w.mu.Lock()
+	suspects, candidates := w.suspects, w.candidates
+	w.suspects, w.candidates = nil, nil
+	leaders := w.tr.PendingLeaders(nil)
+	w.mu.Unlock()
+
+	// Read /proc without the lock.
+	w.scanMu.Lock()
+	goneS := suspects[:0]
+	for _, id := range suspects {
+		if _, ok := w.lookupLive(id); !ok {
+			goneS = append(goneS, id)
+		}
+	}
+	aliveC := candidates[:0]
+	for _, e := range candidates {
+		if got, ok := w.lookupLive(tracker.Identity{PID: e.PID, StartTicks: e.StartTicks}); ok {
+			e.PPID, e.State = got.PPID, got.State
+			aliveC = append(aliveC, e)
+		}
+	}
+	var goneL []int
+	for _, pid := range leaders {
+		if _, _, ok, err := w.scanner.Lookup(pid); err == nil && !ok {
+			goneL = append(goneL, pid)
+		} else if e, _, ok, _ := w.scanner.Lookup(pid); ok && !e.Live() {
+			goneL = append(goneL, pid)
+		}
+	}
+	w.scanMu.Unlock()
+
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	for _, id := range goneS {
+		p, ok := w.tr.Member(id.PID)
+		if !ok || p.ID != id {
+			continue
+		}
+		if w.tr.LeaderHasExited(id.PID) {
+			w.exitLocked(id.PID, nil, now, 0, 0)
+			continue
+		}
+		info := w.info(p)
+		if w.tr.ConfirmGone(id, now) {
+			w.left(id.PID)
+			x := Exit{Identity: Identity(id), Code: -1, Time: now}
+			x.Lifetime = max(now.Sub(info.Started), 0)
+			w.emit(Event{Type: EventExit, Time: now, Process: Identity(id), PPID: info.PPID, Name: info.Name,
+				Cmdline: info.Cmdline, Depth: info.Depth, Exit: &x, Synthetic: true})
+		}
+	}
+	for _, e := range aliveC {
+		if p := w.tr.AddFound(e, now); p != nil {
+			w.joined(p)
+			w.fillInfo(p)
+			w.emitJoin(p, now, 0, true)
+		}
+	}
+	for _, pid := range goneL {
+		if w.tr.LeaderHasExited(pid) {
+			w.exitLocked(pid, nil, now, 0, 0)
+		}
+	}
+}
+
+// lookupLive reads id from /proc and reports whether it is alive; the
+// caller holds scanMu or is the only scanner user.
+func (w *Watcher) lookupLive(id tracker.Identity) (reconcile.Entry, bool) {
+	e, _, ok, err := w.scanner.Lookup(id.PID)
+	if err != nil || !ok || !e.Live() || !closeTicks(e.StartTicks, id.StartTicks) {
+		return e, false
+	}
+	return e, true
+}
+
+// readHost scans the whole host into w.scan and w.entries, under scanMu
+// but not mu.
+func (w *Watcher) readHost() error {
+	w.scanMu.Lock()
+	defer w.scanMu.Unlock()
 	if err := w.scanner.Scan(&w.scan); err != nil {
 		return fmt.Errorf("watchman: scanning %s: %w", w.fs.Root(), err)
 	}
-	now := time.Now()
 	w.entries = w.entries[:0]
 	for i := range w.scan.Entries {
 		e := &w.scan.Entries[i]
@@ -266,7 +543,36 @@ func (w *Watcher) scanLocked(repair bool) error {
 			PID: e.PID, PPID: e.PPID, StartTicks: e.StartTicks, Live: e.Live(), State: e.State,
 		})
 	}
-	for _, i := range w.tr.ApplyScan(w.entries, now, repair) {
+	return nil
+}
+
+// applyScanLocked applies the last readHost; the caller holds scanMu and
+// mu.
+func (w *Watcher) applyScanLocked(opt tracker.ScanOptions) *tracker.ScanResult {
+	now := time.Now()
+	// Exits are reported before the removal loses the member's data.
+	var gone []ProcessInfo
+	if len(w.subs) > 0 && !opt.DeferRemovals {
+		for _, p := range w.tr.Members(nil) {
+			if i, ok := w.tr.IndexOf(p.ID.PID); !ok || i >= len(w.entries) || w.entries[i].PID != p.ID.PID ||
+				!w.entries[i].Live || w.entries[i].StartTicks != p.ID.StartTicks {
+				gone = append(gone, w.info(p))
+			}
+		}
+	}
+	r := w.tr.ApplyScan(w.entries, now, opt)
+	for _, id := range r.Removed {
+		w.left(id.PID)
+	}
+	for _, info := range gone {
+		if _, still := w.tr.Member(info.PID); still {
+			continue
+		}
+		x := Exit{Identity: info.Identity, Code: -1, Time: now, Lifetime: max(now.Sub(info.Started), 0)}
+		w.emit(Event{Type: EventExit, Time: now, Process: info.Identity, PPID: info.PPID, Name: info.Name,
+			Cmdline: info.Cmdline, Depth: info.Depth, Exit: &x, Synthetic: true})
+	}
+	for _, i := range r.Added {
 		e := &w.scan.Entries[i]
 		id := tracker.Identity{PID: e.PID, StartTicks: e.StartTicks}
 		cmd, trunc := w.readCmdline(e.PID)
@@ -274,17 +580,28 @@ func (w *Watcher) scanLocked(repair bool) error {
 		w.tr.Update(id, func(p *tracker.Proc) {
 			p.Name, p.Cmdline, p.CmdlineTruncated = name, cmd, trunc
 		})
+		if p, ok := w.tr.Member(e.PID); ok {
+			w.joined(p)
+			w.emitJoin(p, now, 0, true)
+		}
 	}
 	w.refreshNames()
-	return nil
+	return r
 }
 
 // refreshNames updates the names of members that changed their comm (by an
 // exec, or prctl) since they joined, and re-reads their command lines.
+//
+// A command line read while the process was in the middle of an exec is
+// empty (the kernel sets the new arguments after the new name), so empty
+// ones are read again too.
 func (w *Watcher) refreshNames() {
 	for _, p := range w.tr.Members(nil) {
 		i, ok := w.tr.IndexOf(p.ID.PID)
-		if !ok || string(w.scan.CommBytes(i)) == p.Name {
+		if !ok || i >= len(w.scan.Entries) || w.scan.Entries[i].PID != p.ID.PID {
+			continue
+		}
+		if string(w.scan.CommBytes(i)) == p.Name && (p.Cmdline != nil || !w.cfg.CaptureCmdline) {
 			continue
 		}
 		name := w.scan.Comm(i)
@@ -293,6 +610,19 @@ func (w *Watcher) refreshNames() {
 			p.Name, p.Cmdline, p.CmdlineTruncated = name, cmd, trunc
 		})
 	}
+}
+
+// fillInfo reads the name and command line of a new member found by a
+// reconcile; the caller holds mu.
+func (w *Watcher) fillInfo(p *tracker.Proc) {
+	st, err := w.fs.ReadStat(p.ID.PID)
+	if err != nil || st.StartTicks != p.ID.StartTicks {
+		return
+	}
+	cmd, trunc := w.readCmdline(p.ID.PID)
+	w.tr.Update(p.ID, func(p *tracker.Proc) {
+		p.Name, p.Cmdline, p.CmdlineTruncated = st.Comm, cmd, trunc
+	})
 }
 
 // readCmdline reads a command line when they are captured. A process that
@@ -306,6 +636,172 @@ func (w *Watcher) readCmdline(pid int) ([]string, bool) {
 		return nil, false
 	}
 	return args, trunc
+}
+
+// joined and left keep the hub's index in step with the tracker.
+func (w *Watcher) joined(p *tracker.Proc) {
+	if w.hub != nil {
+		w.hub.join(p.ID.PID, w)
+	}
+}
+
+func (w *Watcher) left(pid int) {
+	if w.hub != nil && !w.tr.IsMember(pid) {
+		w.hub.leave(pid, w)
+	}
+}
+
+// emitJoin sends a fork event for a new member.
+func (w *Watcher) emitJoin(p *tracker.Proc, at time.Time, kernel time.Duration, synthetic bool) {
+	if len(w.subs) == 0 {
+		return
+	}
+	w.emit(Event{Type: EventFork, Time: at, KernelTime: kernel, Process: Identity(p.ID), PPID: p.PPID,
+		Name: p.Name, Cmdline: p.Cmdline, Depth: p.Depth, Synthetic: synthetic})
+}
+
+// onFork applies a kernel fork event whose parent is a member (reader
+// goroutine).
+func (w *Watcher) onFork(ev *connector.Event, ticks uint64, approx bool, clk *clocks) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	at := clk.wallOf(ev.Timestamp)
+	id := tracker.Identity{PID: int(ev.PID), StartTicks: ticks}
+	p := w.tr.Fork(int(ev.ParentTGID), id, approx, at)
+	if p == nil {
+		w.left(id.PID)
+		return
+	}
+	w.joined(p)
+	w.emitJoin(p, at, time.Duration(ev.Timestamp), false)
+}
+
+// onExec applies a kernel exec event of a member (reader goroutine).
+func (w *Watcher) onExec(ev *connector.Event, info *procInfo, clk *clocks) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	p, ok := w.tr.Member(int(ev.TGID))
+	if !ok {
+		return
+	}
+	if info.ok && info.entry.StartTicks == p.ID.StartTicks || info.ok && p.Approx && closeTicks(info.entry.StartTicks, p.ID.StartTicks) {
+		cmd, trunc := w.readCmdline(p.ID.PID)
+		w.tr.Update(p.ID, func(p *tracker.Proc) {
+			p.Name, p.Cmdline, p.CmdlineTruncated, p.State = info.comm, cmd, trunc, info.entry.State
+		})
+	}
+	if len(w.subs) > 0 {
+		at := clk.wallOf(ev.Timestamp)
+		w.emit(Event{Type: EventExec, Time: at, KernelTime: time.Duration(ev.Timestamp), Process: Identity(p.ID),
+			PPID: p.PPID, Name: p.Name, Cmdline: p.Cmdline, Depth: p.Depth})
+	}
+}
+
+// exitNeedsProc reports whether onExit must know what /proc shows of the
+// process: for the first thread's exit (other threads may run on), and for
+// another thread's exit once the first one has gone.
+func (w *Watcher) exitNeedsProc(ev *connector.Event) bool {
+	if ev.PID == ev.TGID {
+		return true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.tr.LeaderHasExited(int(ev.TGID))
+}
+
+// onExit applies a kernel exit event of a task of a member (reader
+// goroutine). info is what /proc shows of the process, when
+// exitNeedsProc asked for it.
+func (w *Watcher) onExit(ev *connector.Event, info *procInfo, clk *clocks) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || info == nil {
+		return
+	}
+	tgid := int(ev.TGID)
+	p, ok := w.tr.Member(tgid)
+	if !ok {
+		return
+	}
+	at := clk.wallOf(ev.Timestamp)
+	same := info.ok && (info.entry.StartTicks == p.ID.StartTicks || p.Approx && closeTicks(info.entry.StartTicks, p.ID.StartTicks))
+	if same && info.entry.NumThreads > 1 && ev.PID == ev.TGID {
+		// The first thread is gone, the others run on: the process lives
+		// until they are gone, which the loop checks if no event says so.
+		w.tr.LeaderExited(tgid, ev.ExitStatus, at)
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if same && info.entry.Live() && ev.PID != ev.TGID {
+		return // threads remain
+	}
+	status := ev.ExitStatus
+	w.exitLocked(tgid, &status, at, time.Duration(ev.Timestamp), int(ev.ParentTGID))
+}
+
+// exitLocked removes member pid with the given wait status (nil: the one the
+// first thread left) and reports it, with the kernel's timestamp and the
+// parent at exit when known (else 0).
+func (w *Watcher) exitLocked(pid int, status *uint32, at time.Time, kernel time.Duration, ppid int) {
+	p, ok := w.tr.Member(pid)
+	if !ok {
+		return
+	}
+	info := w.info(p)
+	var st uint32
+	switch {
+	case status != nil:
+		st = *status
+	case w.tr.LeaderHasExited(pid):
+		st = w.tr.LeaderStatus(pid)
+	}
+	w.tr.Exit(pid, st, at)
+	w.left(pid)
+	if len(w.subs) == 0 {
+		return
+	}
+	if ppid <= 0 {
+		ppid = info.PPID
+	}
+	x := w.exit(tracker.Exit{ID: tracker.Identity(info.Identity), Status: st, Known: true, Time: at})
+	w.emit(Event{Type: EventExit, Time: at, KernelTime: kernel, Process: info.Identity, PPID: ppid,
+		Name: info.Name, Cmdline: info.Cmdline, Depth: info.Depth, Exit: &x})
+}
+
+// noteOverrun is told by the hub that the kernel dropped events (lost of
+// them, all the host's, or 0 if unknown) and that its socket is drained: a
+// full reconcile starts at once.
+func (w *Watcher) noteOverrun(lost uint64) {
+	w.mu.Lock()
+	if !w.closed {
+		w.overruns++
+		w.emit(Event{Type: EventLost, Time: time.Now(), Lost: lost, Overrun: true})
+	}
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// noteFailure records a receive failure for Poll and asks for a reconcile.
+func (w *Watcher) noteFailure(err error) {
+	w.mu.Lock()
+	w.bgErr = err
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
 }
 
 func identities(ids []tracker.Identity) []Identity {

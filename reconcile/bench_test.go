@@ -134,7 +134,7 @@ func BenchmarkReadStat(b *testing.B) {
 	pid := os.Getpid()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, ok, err := sc.Lookup(pid); !ok || err != nil {
+		if _, _, ok, err := sc.Lookup(pid); !ok || err != nil {
 			b.Fatal(ok, err)
 		}
 	}

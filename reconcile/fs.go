@@ -54,14 +54,32 @@ func NewFS(root string) (*FS, error) {
 	if st.BootTime == 0 {
 		return nil, fmt.Errorf("%w: %s: no btime in stat", ErrNotProcfs, root)
 	}
-	return &FS{root: root, bootTime: time.Unix(int64(st.BootTime), 0)}, nil
+	boot := time.Unix(int64(st.BootTime), 0)
+	if filepath.Clean(root) == DefaultRoot {
+		// btime has whole seconds; the clocks give the same instant to
+		// the microsecond.
+		boot = BootTime()
+	}
+	return &FS{root: root, bootTime: boot}, nil
+}
+
+// BootTime returns when the system booted, from the wall clock and
+// CLOCK_BOOTTIME, to the microsecond. Two calls may differ by the time
+// between the two clock readings.
+func BootTime() time.Time {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Time{}
+	}
+	return now.Add(-time.Duration(ts.Nano())).Round(time.Microsecond)
 }
 
 // Root returns the mount point.
 func (fs *FS) Root() string { return fs.root }
 
-// BootTime returns the system boot time as the kernel reports it (whole
-// seconds, from the btime line of /proc/stat).
+// BootTime returns the system boot time: for the real /proc, from the
+// clocks (see BootTime); for another root, its stat file's btime.
 func (fs *FS) BootTime() time.Time { return fs.bootTime }
 
 // TicksToTime converts a start time in clock ticks since boot to wall time.

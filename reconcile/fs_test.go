@@ -156,9 +156,12 @@ func TestScanRealProc(t *testing.T) {
 	if !found {
 		t.Errorf("scan of %d processes did not list this process %d", len(s.Entries), self)
 	}
-	e, ok, err := sc.Lookup(self)
-	if err != nil || !ok || e.PID != self {
-		t.Errorf("Lookup(self) = %v, %v, %v", e, ok, err)
+	e, comm, ok, err := sc.Lookup(self)
+	if err != nil || !ok || e.PID != self || string(comm) != "reconcile.test" {
+		t.Errorf("Lookup(self) = %v, %q, %v, %v", e, comm, ok, err)
+	}
+	if _, _, ok, err := sc.Lookup(1 << 30); ok || err != nil {
+		t.Errorf("Lookup of a missing PID = %v, %v", ok, err)
 	}
 }
 

@@ -181,15 +181,17 @@ func (s *Scanner) readRaw(pid int, r *rawStat) (ok bool, err error) {
 	return true, nil
 }
 
-// Lookup reads one process with the scanner's buffers. ok is false if it is
-// gone. It is meant for tree-local reconciles that check a few known PIDs.
-func (s *Scanner) Lookup(pid int) (e Entry, ok bool, err error) {
+// Lookup reads one process with the scanner's buffers, without allocating.
+// ok is false if it is gone. comm is its command name, valid until the
+// scanner's next read. It is meant for the few PIDs an event or a
+// tree-local reconcile concerns.
+func (s *Scanner) Lookup(pid int) (e Entry, comm []byte, ok bool, err error) {
 	var r rawStat
 	ok, err = s.readRaw(pid, &r)
 	if !ok || err != nil {
-		return Entry{}, ok, err
+		return Entry{}, nil, ok, err
 	}
-	return Entry{PID: r.pid, PPID: r.ppid, StartTicks: r.startTicks, NumThreads: r.numThreads, State: r.state}, true, nil
+	return Entry{PID: r.pid, PPID: r.ppid, StartTicks: r.startTicks, NumThreads: r.numThreads, State: r.state}, r.comm, true, nil
 }
 
 // String describes an entry for debugging.

@@ -29,11 +29,11 @@ func hostEntries(n, members int) []Entry {
 func BenchmarkApplyScan(b *testing.B) {
 	es := hostEntries(5000, 100)
 	tr := New(id(100, 2), Config{}, t0)
-	tr.ApplyScan(es, t0, false)
+	tr.ApplyScan(es, t0, ScanOptions{})
 	tr.Take()
 	b.ReportAllocs()
 	for b.Loop() {
-		tr.ApplyScan(es, t0, false)
+		tr.ApplyScan(es, t0, ScanOptions{})
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(es)), "ns/entry")
 }

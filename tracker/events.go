@@ -15,7 +15,7 @@ func (t *Tracker) Fork(parentTGID int, child Identity, approx bool, at time.Time
 		return nil
 	}
 	if old, ok := t.members[child.PID]; ok {
-		if old.ID == child || (approx || old.Approx) && old.matches(&Entry{StartTicks: child.StartTicks}) {
+		if old.ID == child || (approx || old.Approx) && old.matchesTicks(child.StartTicks) {
 			return nil // a scan found it first
 		}
 		// The PID was reused, so its old holder exited unseen.
@@ -70,6 +70,15 @@ func (t *Tracker) LeaderExited(pid int, status uint32, at time.Time) {
 func (t *Tracker) LeaderHasExited(pid int) bool {
 	p, ok := t.members[pid]
 	return ok && p.leaderExit != nil
+}
+
+// LeaderStatus returns the wait status the first thread of member pid left
+// when it exited before the others, or 0.
+func (t *Tracker) LeaderStatus(pid int) uint32 {
+	if p, ok := t.members[pid]; ok && p.leaderExit != nil {
+		return p.leaderExit.Status
+	}
+	return 0
 }
 
 // PendingLeaders appends the members whose first thread exited before the

@@ -69,7 +69,7 @@ func FuzzTracker(f *testing.F) {
 						dead[p.ID] = true
 					}
 				}
-				tr.ApplyScan(es, at, true)
+				tr.ApplyScan(es, at, ScanOptions{Repair: true})
 			case 4:
 				c := tr.Take()
 				for _, id := range c.Added {

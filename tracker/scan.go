@@ -15,15 +15,15 @@ type Entry struct {
 // timestamp may differ from the one /proc shows for the same process.
 const ApproxTolerance = 2
 
-// matches reports whether a scanned process is this member.
-func (p *Proc) matches(e *Entry) bool {
-	if p.ID.StartTicks == e.StartTicks {
+// matchesTicks reports whether a process started at ticks is this member.
+func (p *Proc) matchesTicks(ticks uint64) bool {
+	if p.ID.StartTicks == ticks {
 		return true
 	}
 	if !p.Approx {
 		return false
 	}
-	d := int64(p.ID.StartTicks) - int64(e.StartTicks)
+	d := int64(p.ID.StartTicks) - int64(ticks)
 	return d >= -ApproxTolerance && d <= ApproxTolerance
 }
 
@@ -34,66 +34,103 @@ const (
 	isMember
 )
 
+// ScanOptions says how ApplyScan treats what it finds.
+type ScanOptions struct {
+	// Repair counts the changes in Changes.Repairs: an event-driven
+	// tracker should have had them already.
+	Repair bool
+	// DeferRemovals does not remove members the scan shows gone, but lists
+	// them in ScanResult.Suspects: their exit events may still be queued,
+	// and carry the exit status. The caller calls ConfirmGone later.
+	DeferRemovals bool
+	// DeferAdditions does not add the descendants the scan finds, but lists
+	// them in ScanResult.Candidates: their fork events may still be queued.
+	// The caller calls AddFound later.
+	DeferAdditions bool
+}
+
+// ScanResult is what ApplyScan did or left to the caller. Its slices are
+// reused by the next call.
+type ScanResult struct {
+	// Added holds the indexes in the entries of the processes added.
+	Added []int
+	// Removed holds the members removed.
+	Removed []Identity
+	// Suspects holds the members the scan did not show alive, with
+	// DeferRemovals.
+	Suspects []Identity
+	// Candidates holds the processes that would join, parents before their
+	// children, with DeferAdditions.
+	Candidates []Entry
+}
+
 // ApplyScan reconciles the tree with a complete scan of the host taken at
-// time at: members the scan does not show alive are removed (their exits are
-// not Known), and live processes whose parent is a member are added, as are
-// their descendants. With repair set, the corrections are counted in
-// Changes.Repairs, since an event-driven tracker should have had them
-// already.
+// time at. Members the scan does not show alive are removed (their exits are
+// not Known); live processes whose parent is a member join, and so do their
+// descendants. Both may be deferred to the caller (ScanOptions).
 //
-// It returns the indexes in entries of the processes it added, so that the
-// caller can fill in their names and command lines; the slice is reused by
-// the next call. IndexOf finds a member's entry until the next call.
-func (t *Tracker) ApplyScan(entries []Entry, at time.Time, repair bool) []int {
+// Scans are assumed consistent with time: a process a scan showed gone, or
+// that exited, never shows again in a later scan.
+func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *ScanResult {
 	clear(t.index)
 	clear(t.status)
-	t.added = t.added[:0]
+	r := &t.result
+	r.Added, r.Removed, r.Suspects, r.Candidates = r.Added[:0], r.Removed[:0], r.Suspects[:0], r.Candidates[:0]
 	for i := range entries {
 		t.index[entries[i].PID] = int32(i)
 	}
 
-	// Members the scan does not show alive are gone; the root first.
+	// Members the scan does not show alive are gone.
 	for pid, p := range t.members {
 		i, ok := t.index[pid]
-		if ok && entries[i].Live && p.matches(&entries[i]) {
+		if ok && entries[i].Live && p.matchesTicks(entries[i].StartTicks) {
 			e := &entries[i]
 			p.PPID = e.PPID
 			p.State = e.State
 			continue
 		}
+		if opt.DeferRemovals {
+			r.Suspects = append(r.Suspects, p.ID)
+			continue
+		}
+		r.Removed = append(r.Removed, p.ID)
 		t.remove(p, Exit{Time: at})
-		if repair {
+		if opt.Repair {
 			t.pending.Repairs++
 		}
 	}
 
 	// Live non-members whose ancestry reaches a member join, top down.
+	clear(t.candDepth)
 	for i := range entries {
 		e := &entries[i]
 		if t.status[e.PID] != unknown || t.IsMember(e.PID) {
 			continue
 		}
-		if _, ok := t.gone[Identity{PID: e.PID, StartTicks: e.StartTicks}]; ok {
-			t.status[e.PID] = notMember
-			continue
-		}
 		t.chain = t.chain[:0]
 		verdict := notMember
-		var parent *Proc
+		parentDepth := 0
 		for cur := int32(i); ; {
 			c := &entries[cur]
 			if !c.Live || c.PID == c.PPID || len(t.chain) > len(entries) {
 				break
 			}
+			if _, ok := t.gone[Identity{PID: c.PID, StartTicks: c.StartTicks}]; ok {
+				break
+			}
 			t.chain = append(t.chain, cur)
 			if p, ok := t.members[c.PPID]; ok {
-				parent, verdict = p, isMember
+				verdict, parentDepth = isMember, p.Depth
 				break
 			}
 			if s := t.status[c.PPID]; s != unknown {
 				verdict = s
 				if s == isMember {
-					parent = t.members[c.PPID]
+					if p, ok := t.members[c.PPID]; ok {
+						parentDepth = p.Depth
+					} else {
+						parentDepth = t.candDepth[c.PPID]
+					}
 				}
 				break
 			}
@@ -103,46 +140,51 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, repair bool) []int {
 			}
 			cur = next
 		}
-		if verdict != isMember || parent == nil {
+		if verdict != isMember {
 			for _, ci := range t.chain {
 				t.status[entries[ci].PID] = notMember
 			}
 			continue
 		}
-		// Add from the oldest generation down, so every parent is a member
-		// before its child.
+		// From the oldest generation down, so every parent joins before
+		// its child.
 		for k := len(t.chain) - 1; k >= 0; k-- {
 			c := &entries[t.chain[k]]
-			depth := parent.Depth + 1
-			if !t.canAdd(depth) {
-				for _, ci := range t.chain[:k+1] {
-					t.status[entries[ci].PID] = notMember
+			depth := parentDepth + 1
+			if opt.DeferAdditions {
+				r.Candidates = append(r.Candidates, *c)
+				t.candDepth[c.PID] = depth
+			} else {
+				if !t.canAdd(depth) {
+					for _, ci := range t.chain[:k+1] {
+						t.status[entries[ci].PID] = notMember
+					}
+					break
 				}
-				break
+				t.add(&Proc{
+					ID:        Identity{PID: c.PID, StartTicks: c.StartTicks},
+					PPID:      c.PPID,
+					Parent:    c.PPID,
+					Depth:     depth,
+					State:     c.State,
+					FirstSeen: at,
+				})
+				r.Added = append(r.Added, int(t.chain[k]))
+				if opt.Repair {
+					t.pending.Repairs++
+				}
 			}
-			p := &Proc{
-				ID:        Identity{PID: c.PID, StartTicks: c.StartTicks},
-				PPID:      c.PPID,
-				Parent:    c.PPID,
-				Depth:     depth,
-				State:     c.State,
-				FirstSeen: at,
-			}
-			t.add(p)
 			t.status[c.PID] = isMember
-			t.added = append(t.added, int(t.chain[k]))
-			if repair {
-				t.pending.Repairs++
-			}
-			parent = p
+			parentDepth = depth
 		}
 	}
+
 	for id := range t.gone {
 		if i, ok := t.index[id.PID]; !ok || entries[i].StartTicks != id.StartTicks {
 			delete(t.gone, id)
 		}
 	}
-	return t.added
+	return r
 }
 
 // IndexOf returns the index of pid in the entries of the last ApplyScan.
@@ -150,3 +192,48 @@ func (t *Tracker) IndexOf(pid int) (int, bool) {
 	i, ok := t.index[pid]
 	return int(i), ok
 }
+
+// ConfirmGone removes member id after the caller checked that /proc no
+// longer shows it alive, unless an event removed it in the meantime. It
+// counts as a repair and reports whether it removed anything.
+func (t *Tracker) ConfirmGone(id Identity, at time.Time) bool {
+	p, ok := t.members[id.PID]
+	if !ok || p.ID != id {
+		return false
+	}
+	t.remove(p, Exit{Time: at})
+	t.pending.Repairs++
+	return true
+}
+
+// AddFound adds a process that a deferred scan found, after the caller
+// checked that /proc still shows it alive, unless an event added it in the
+// meantime or its parent is no longer a member. It counts as a repair and
+// returns the new member, or nil.
+func (t *Tracker) AddFound(e Entry, at time.Time) *Proc {
+	if _, ok := t.members[e.PID]; ok {
+		return nil
+	}
+	if _, ok := t.gone[Identity{PID: e.PID, StartTicks: e.StartTicks}]; ok {
+		return nil
+	}
+	parent, ok := t.members[e.PPID]
+	if !ok || !t.canAdd(parent.Depth+1) {
+		return nil
+	}
+	p := &Proc{
+		ID:        Identity{PID: e.PID, StartTicks: e.StartTicks},
+		PPID:      e.PPID,
+		Parent:    e.PPID,
+		Depth:     parent.Depth + 1,
+		State:     e.State,
+		FirstSeen: at,
+	}
+	t.add(p)
+	t.pending.Repairs++
+	return p
+}
+
+// Forget drops the record of a removed identity once the caller knows /proc
+// no longer shows it; ApplyScan does the same for everything it scans.
+func (t *Tracker) Forget(id Identity) { delete(t.gone, id) }

@@ -140,10 +140,11 @@ type Tracker struct {
 	gone map[Identity]struct{}
 
 	// scan scratch, reused
-	index  map[int]int32
-	status map[int]int8
-	chain  []int32
-	added  []int
+	index     map[int]int32
+	status    map[int]int8
+	candDepth map[int]int
+	chain     []int32
+	result    ScanResult
 }
 
 // New returns a tracker whose root is the given live process, found at time
@@ -156,6 +157,7 @@ func New(root Identity, cfg Config, at time.Time) *Tracker {
 		members:   make(map[int]*Proc),
 		index:     make(map[int]int32),
 		status:    make(map[int]int8),
+		candDepth: make(map[int]int),
 		gone:      make(map[Identity]struct{}),
 	}
 	t.members[root.PID] = &Proc{ID: root, FirstSeen: at}

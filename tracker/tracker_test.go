@@ -47,7 +47,7 @@ func run(t *testing.T, cfg Config, root Identity, steps []step) *Tracker {
 		at := t0.Add(time.Duration(i+1) * time.Second)
 		switch {
 		case s.scan != nil:
-			tr.ApplyScan(s.scan, at, s.repair)
+			tr.ApplyScan(s.scan, at, ScanOptions{Repair: s.repair})
 		case s.fork != nil:
 			tr.Fork(s.fork[0], id(s.fork[1], uint64(s.fork[2])), false, at)
 		case s.exit != nil:
@@ -90,7 +90,7 @@ func TestScanLineage(t *testing.T) {
 	})
 	// The added processes are returned as indexes into the scan.
 	scan := append(slices.Clone(base), live(90, 101, 1200), live(101, 100, 1100), live(77, 90, 1250))
-	if got := tr.ApplyScan(scan, t0, false); !slices.Equal(got, []int{5}) {
+	if got := tr.ApplyScan(scan, t0, ScanOptions{}).Added; !slices.Equal(got, []int{5}) {
 		t.Errorf("ApplyScan added indexes %v, want [5]", got)
 	}
 	if i, ok := tr.IndexOf(101); !ok || i != 4 {
@@ -202,7 +202,7 @@ func TestApproxIdentitySurvivesScan(t *testing.T) {
 	tr.Take()
 	// /proc says 51: within tolerance, so the member is neither removed nor
 	// re-added, and keeps the identity it was reported with.
-	tr.ApplyScan([]Entry{live(100, 1, 1), live(101, 100, 51)}, t0, true)
+	tr.ApplyScan([]Entry{live(100, 1, 1), live(101, 100, 51)}, t0, ScanOptions{Repair: true})
 	c := tr.Take()
 	if len(c.Added)+len(c.Removed)+c.Repairs != 0 {
 		t.Errorf("approximate identity churned: %+v", c)
@@ -211,7 +211,7 @@ func TestApproxIdentitySurvivesScan(t *testing.T) {
 		t.Errorf("member = %+v", p)
 	}
 	// Far off: another process.
-	tr.ApplyScan([]Entry{live(100, 1, 1), live(101, 100, 90)}, t0, true)
+	tr.ApplyScan([]Entry{live(100, 1, 1), live(101, 100, 90)}, t0, ScanOptions{Repair: true})
 	c = tr.Take()
 	if !slices.Equal(c.Removed, []Identity{id(101, 50)}) || !slices.Equal(c.Added, []Identity{id(101, 90)}) {
 		t.Errorf("reused PID not told apart: %+v", c)
@@ -304,4 +304,73 @@ func TestExitedProcessNotReaddedByScan(t *testing.T) {
 		{scan: []Entry{live(100, 1, 1), live(101, 100, 30)}, repair: true, pids: []int{101},
 			added: []Identity{id(101, 30)}, repairs: 1, take: true},
 	})
+}
+
+func TestDeferredScan(t *testing.T) {
+	tr := New(id(100, 1), Config{MaxDepth: 2}, t0)
+	tr.Fork(100, id(101, 10), false, t0)
+	tr.Fork(100, id(102, 11), false, t0)
+	tr.Take()
+	scan := []Entry{
+		live(100, 1, 1),
+		live(101, 100, 10),
+		// 102 is missing: a suspect. 105 is a grandchild through 104,
+		// which no event announced; 106 is too deep.
+		live(105, 104, 15), live(104, 101, 14), live(106, 105, 16),
+	}
+	r := tr.ApplyScan(scan, t0, ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true})
+	if !slices.Equal(r.Suspects, []Identity{id(102, 11)}) {
+		t.Errorf("Suspects = %v", r.Suspects)
+	}
+	var cand []int
+	for _, e := range r.Candidates {
+		cand = append(cand, e.PID)
+	}
+	if !slices.Equal(cand, []int{104, 105, 106}) {
+		t.Errorf("Candidates = %v, want parents first", cand)
+	}
+	if got := tr.PIDs(nil); !slices.Equal(got, []int{101, 102}) {
+		t.Fatalf("a deferred scan changed the members: %v", got)
+	}
+	// Meanwhile the queued events arrive: 102 exits with a status, and the
+	// fork of 104 is reported.
+	tr.Exit(102, 7<<8, t0)
+	tr.Fork(101, id(104, 14), false, t0)
+	// Confirmation finds nothing left to do for them.
+	if tr.ConfirmGone(id(102, 11), t0) {
+		t.Error("ConfirmGone removed a process an event removed")
+	}
+	added := 0
+	for _, e := range r.Candidates {
+		if tr.AddFound(e, t0) != nil {
+			added++
+		}
+	}
+	if added != 0 {
+		t.Errorf("AddFound added %d; 104 came by event, 105 and 106 are below MaxDepth", added)
+	}
+	c := tr.Take()
+	if c.Repairs != 0 || !c.Truncated || len(c.Exits) != 1 || c.Exits[0].Code() != 7 {
+		t.Errorf("changes = %+v", c)
+	}
+	// Without events, confirmation repairs.
+	tr2 := New(id(100, 1), Config{}, t0)
+	tr2.Fork(100, id(101, 10), false, t0)
+	r = tr2.ApplyScan([]Entry{live(100, 1, 1), live(104, 100, 14), live(105, 104, 15)}, t0,
+		ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true})
+	for _, id := range r.Suspects {
+		tr2.ConfirmGone(id, t0)
+	}
+	for _, e := range slices.Clone(r.Candidates) {
+		tr2.AddFound(e, t0)
+	}
+	if got := tr2.PIDs(nil); !slices.Equal(got, []int{104, 105}) {
+		t.Errorf("after confirmation: %v", got)
+	}
+	if p, _ := tr2.Member(105); p.Depth != 2 {
+		t.Errorf("depth of 105 = %d", p.Depth)
+	}
+	if c := tr2.Take(); c.Repairs != 3 {
+		t.Errorf("Repairs = %d, want 3", c.Repairs)
+	}
 }

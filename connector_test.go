@@ -1,0 +1,406 @@
+package watchman
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/process-watchman/watchman/connector"
+	"github.com/process-watchman/watchman/connector/connectortest"
+	"github.com/process-watchman/watchman/internal/fakeproc"
+	"golang.org/x/sys/unix"
+)
+
+// fakeWorld is a fake kernel and a fake /proc that agree with each other,
+// and a hub over both.
+type fakeWorld struct {
+	t      *testing.T
+	host   *fakeproc.Tree
+	kernel *connectortest.Kernel
+	hub    *Hub
+	dials  int
+	mu     sync.Mutex
+	sent   uint64
+}
+
+// emit queues events in the fake kernel.
+func (fw *fakeWorld) emit(evs ...connector.Event) {
+	fw.sent += uint64(len(evs))
+	fw.kernel.Emit(evs...)
+}
+
+// sync waits until the hub has applied every emitted event.
+func (fw *fakeWorld) sync() {
+	fw.t.Helper()
+	waitFor(fw.t, "the hub to apply the events", func() bool {
+		st := fw.hub.Stats()
+		return st.Forks+st.Execs+st.Exits+st.Other >= fw.sent
+	})
+}
+
+// ticks returns the start time, in ticks since boot, of a process forked
+// now: what the fake /proc must show for the fork events emitted now to
+// match it, as on a real host.
+func ticks() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return uint64(ts.Nano()) / 1e7
+}
+
+func newFakeWorld(t *testing.T) *fakeWorld {
+	fw := &fakeWorld{t: t, host: fakeHost(t), kernel: connectortest.NewKernel()}
+	fw.hub = NewHub(&HubConfig{ProcRoot: fw.host.Root(), Dial: func(cfg *connector.Config) (*connector.Conn, error) {
+		fw.mu.Lock()
+		fw.dials++
+		fw.mu.Unlock()
+		return fw.kernel.Dial(cfg)
+	}})
+	return fw
+}
+
+func (fw *fakeWorld) attach(cfg Config) *Watcher {
+	fw.t.Helper()
+	cfg.ProcRoot = fw.host.Root()
+	cfg.Hub = fw.hub
+	cfg.Strategy = StrategyConnector
+	return mustAttach(fw.t, 100, &cfg)
+}
+
+func now() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+func forkEv(parent, child int) connector.Event {
+	return connector.Event{What: connector.WhatFork, Timestamp: now(), ParentPID: int32(parent), ParentTGID: int32(parent),
+		PID: int32(child), TGID: int32(child)}
+}
+
+func threadEv(tgid, tid int) connector.Event {
+	return connector.Event{What: connector.WhatFork, Timestamp: now(), ParentPID: int32(tgid), ParentTGID: int32(tgid),
+		PID: int32(tid), TGID: int32(tgid)}
+}
+
+func execEv(pid int) connector.Event {
+	return connector.Event{What: connector.WhatExec, Timestamp: now(), PID: int32(pid), TGID: int32(pid)}
+}
+
+func exitEv(tid, tgid int, status uint32) connector.Event {
+	sig := int32(17)
+	if tid != tgid {
+		sig = -1
+	}
+	return connector.Event{What: connector.WhatExit, Timestamp: now(), PID: int32(tid), TGID: int32(tgid),
+		ExitStatus: status, ExitSignal: sig, ParentPID: 1, ParentTGID: 1}
+}
+
+// waitFor polls cond until it holds; tests never assert on time, so the
+// deadline only bounds a broken run.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func hasPIDs(w *Watcher, want ...int) func() bool {
+	return func() bool { return slices.Equal(w.LivePIDs(), want) }
+}
+
+func TestConnectorForkExecExit(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{CaptureCmdline: true})
+	if w.Mode() != ModeConnector {
+		t.Fatalf("mode %s: %s", w.Mode(), w.ModeReason())
+	}
+	sub := w.Subscribe(0)
+	s := mustPoll(t, w)
+	if !slices.Equal(s.Delta.AddedPIDs(), []int{101}) {
+		t.Fatalf("initial members: %v", s.Delta.AddedPIDs())
+	}
+
+	// make (101) forks cc (102), which execs; cc forks a thread (ignored)
+	// and exits 1; an unrelated process forks too.
+	t1200 := ticks()
+	fw.host.Set(fakeproc.Proc{PID: 102, PPID: 101, Comm: "make", StartTicks: t1200, Cmdline: []string{"make", "all"}})
+	fw.emit(forkEv(101, 102), forkEv(200, 201))
+	waitFor(t, "fork", hasPIDs(w, 101, 102))
+	fw.host.Set(fakeproc.Proc{PID: 102, PPID: 101, Comm: "cc", StartTicks: t1200, Cmdline: []string{"cc", "-c", "x.c"}})
+	fw.emit(execEv(102), threadEv(102, 103))
+	fw.sync()
+	fw.host.Remove(102)
+	fw.emit(exitEv(102, 102, 1<<8))
+	waitFor(t, "exit", hasPIDs(w, 101))
+
+	s = mustPoll(t, w)
+	if !slices.Equal(s.Delta.AddedPIDs(), []int{102}) || !slices.Equal(s.Delta.RemovedPIDs(), []int{102}) {
+		t.Errorf("delta %+v", s.Delta)
+	}
+	if len(s.Delta.Exited) != 1 || s.Delta.Exited[0].Code != 1 || !s.Delta.Exited[0].StatusKnown {
+		t.Errorf("exited %+v", s.Delta.Exited)
+	}
+	var got []string
+	for len(got) < 3 {
+		ev := <-sub.C
+		got = append(got, string(ev.Type)+" "+ev.Name)
+		if ev.Type == EventExec && !slices.Equal(ev.Cmdline, []string{"cc", "-c", "x.c"}) {
+			t.Errorf("exec cmdline %v", ev.Cmdline)
+		}
+		if ev.Type == EventExit && (ev.Exit == nil || ev.Exit.Code != 1 || ev.KernelTime == 0) {
+			t.Errorf("exit event %+v", ev)
+		}
+	}
+	if want := []string{"fork make", "exec cc", "exit cc"}; !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+func TestConnectorExitBeforeForkProcessed(t *testing.T) {
+	// The child is gone from /proc by the time its fork event is read: its
+	// start is derived from the event's timestamp and marked approximate,
+	// and it is still in both Added and Removed, with its exit status.
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	mustPoll(t, w)
+	fw.emit(forkEv(101, 150), exitEv(150, 150, 9))
+	fw.sync()
+	s := mustPoll(t, w)
+	if !slices.Equal(s.Delta.AddedPIDs(), []int{150}) || !slices.Equal(s.Delta.RemovedPIDs(), []int{150}) {
+		t.Fatalf("delta %+v", s.Delta)
+	}
+	x := s.Delta.Exited[0]
+	if x.Signal != 9 || x.Code != -1 || x.StartTicks == 0 {
+		t.Errorf("exit %+v", x)
+	}
+	// Two reconciles later nothing came back or churned.
+	w.kick <- struct{}{}
+	time.Sleep(2 * confirmDelay)
+	if s := mustPoll(t, w); !s.Delta.Empty() || s.Repairs != 0 {
+		t.Errorf("after reconcile: %+v", s)
+	}
+}
+
+func TestConnectorThreadsAndLeaderExit(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	t1500 := ticks()
+	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "java", StartTicks: t1500})
+	fw.emit(forkEv(101, 110), threadEv(110, 111), threadEv(110, 112))
+	waitFor(t, "fork", hasPIDs(w, 101, 110))
+	// The main thread exits; two threads run on (the leader is a zombie).
+	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "java", StartTicks: t1500, State: 'Z', Threads: 3})
+	fw.emit(exitEv(110, 110, 0))
+	fw.sync()
+	if !slices.Contains(w.LivePIDs(), 110) {
+		t.Fatal("a process whose first thread exited was removed while its threads run")
+	}
+	// One thread exits: one left, still live.
+	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "java", StartTicks: t1500, State: 'Z', Threads: 2})
+	fw.emit(exitEv(111, 110, 0))
+	fw.sync()
+	if !slices.Contains(w.LivePIDs(), 110) {
+		t.Fatal("removed with a thread still running")
+	}
+	// The last thread exits with the group's status.
+	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "java", StartTicks: t1500, State: 'Z', Threads: 1})
+	fw.emit(exitEv(112, 110, 3<<8))
+	waitFor(t, "group exit", hasPIDs(w, 101))
+	s := mustPoll(t, w)
+	for _, x := range s.Delta.Exited {
+		if x.PID == 110 && (x.Code != 3 || !x.StatusKnown) {
+			t.Errorf("group exit %+v", x)
+		}
+	}
+}
+
+func TestConnectorLeaderExitConfirmedByReconcile(t *testing.T) {
+	// The last thread's exit event was lost: the check after the leader's
+	// exit finds the process gone and removes it with the leader's status.
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	t1500 := ticks()
+	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "java", StartTicks: t1500, State: 'Z', Threads: 2})
+	fw.emit(forkEv(101, 110), exitEv(110, 110, 5<<8))
+	waitFor(t, "fork", func() bool { return slices.Contains(w.LivePIDs(), 110) })
+	fw.host.Remove(110)
+	waitFor(t, "confirmation", hasPIDs(w, 101))
+	s := mustPoll(t, w)
+	if len(s.Delta.Exited) != 1 || s.Delta.Exited[0].Code != 5 {
+		t.Errorf("exit %+v", s.Delta.Exited)
+	}
+}
+
+func TestConnectorPIDReuse(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	mustPoll(t, w)
+	t2000 := ticks()
+	fw.host.Set(fakeproc.Proc{PID: 130, PPID: 101, Comm: "a", StartTicks: t2000})
+	fw.emit(forkEv(101, 130))
+	waitFor(t, "fork", hasPIDs(w, 101, 130))
+	// 130's exit event is lost; the PID is reused by another fork of 101.
+	time.Sleep(30 * time.Millisecond) // a reused PID starts later
+	t2500 := ticks()
+	fw.host.Set(fakeproc.Proc{PID: 130, PPID: 101, Comm: "b", StartTicks: t2500})
+	fw.emit(forkEv(101, 130))
+	waitFor(t, "reuse", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		p, ok := w.tr.Member(130)
+		return ok && p.ID.StartTicks == t2500
+	})
+	s := mustPoll(t, w)
+	want := []Identity{{130, t2000}, {130, t2500}}
+	if !slices.Equal(s.Delta.Added, want) || !slices.Equal(s.Delta.Removed, want[:1]) || s.Repairs != 1 {
+		t.Errorf("delta %+v repairs %d", s.Delta, s.Repairs)
+	}
+	// A reused root PID: the root exits, its PID goes to a stranger.
+	fw.host.Remove(100)
+	fw.host.Set(fakeproc.Proc{PID: 100, PPID: 200, Comm: "stranger", StartTicks: 9000})
+	fw.emit(exitEv(100, 100, 0), forkEv(200, 100), forkEv(100, 140))
+	waitFor(t, "root exit", func() bool { s, _ := w.Poll(); return !s.RootAlive })
+	if slices.Contains(w.LivePIDs(), 100) || slices.Contains(w.LivePIDs(), 140) {
+		t.Errorf("the stranger was adopted: %v", w.LivePIDs())
+	}
+}
+
+func TestConnectorOverrunRepairs(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	sub := w.Subscribe(0)
+	mustPoll(t, w)
+	// While the events were dropped: 101 exited, 105 (a child of 101,
+	// reparented) and 106 (its child) appeared.
+	fw.host.Remove(101)
+	t3000 := ticks()
+	t3100 := ticks()
+	t3200 := ticks()
+	fw.host.Set(
+		fakeproc.Proc{PID: 105, PPID: 1, Comm: "x", StartTicks: t3000},
+		fakeproc.Proc{PID: 106, PPID: 105, Comm: "y", StartTicks: t3100},
+		fakeproc.Proc{PID: 107, PPID: 100, Comm: "z", StartTicks: t3200},
+	)
+	fw.kernel.Overrun()
+	fw.emit(forkEv(200, 201)) // the stream goes on
+	waitFor(t, "repair", hasPIDs(w, 107))
+	s := mustPoll(t, w)
+	if s.Overruns != 1 || s.Repairs != 2 || !slices.Equal(s.Delta.AddedPIDs(), []int{107}) || !slices.Equal(s.Delta.RemovedPIDs(), []int{101}) {
+		t.Errorf("after overrun: overruns %d repairs %d delta %+v", s.Overruns, s.Repairs, s.Delta)
+	}
+	// 105 and 106 cannot be told from strangers (their parent link to the
+	// tree was lost with the events), so they are not members.
+	var types []string
+	for len(types) < 3 {
+		ev := <-sub.C
+		types = append(types, string(ev.Type))
+		if ev.Type != EventLost && !ev.Synthetic {
+			t.Errorf("repair event not synthetic: %+v", ev)
+		}
+	}
+	if !slices.Equal(types, []string{"lost", "exit", "fork"}) && !slices.Equal(types, []string{"lost", "fork", "exit"}) {
+		t.Errorf("events %v", types)
+	}
+}
+
+func TestConnectorSlowSubscriberGetsLostMarker(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	sub := w.Subscribe(2)
+	for pid := 300; pid < 310; pid++ {
+		fw.host.Set(fakeproc.Proc{PID: pid, PPID: 101, Comm: "s", StartTicks: ticks()})
+		fw.emit(forkEv(101, pid))
+	}
+	waitFor(t, "forks", func() bool { return len(w.LivePIDs()) == 11 })
+	if n := sub.Lost(); n != 8 {
+		t.Errorf("Lost = %d, want 8", n)
+	}
+	a, b := <-sub.C, <-sub.C
+	if a.Process.PID != 300 || b.Process.PID != 301 {
+		t.Errorf("first events %v %v", a.Process, b.Process)
+	}
+	fw.host.Remove(300)
+	fw.emit(exitEv(300, 300, 0))
+	if ev := <-sub.C; ev.Type != EventLost || ev.Lost != 8 {
+		t.Errorf("marker %+v", ev)
+	}
+	if ev := <-sub.C; ev.Type != EventExit || ev.Process.PID != 300 {
+		t.Errorf("after marker %+v", ev)
+	}
+	// Poll stays exact.
+	if s := mustPoll(t, w); len(s.Delta.Added) != 11 || len(s.Processes) != 10 {
+		t.Errorf("poll: added %d, live %d", len(s.Delta.Added), len(s.Processes))
+	}
+	sub.Close()
+	sub.Close()
+	if _, ok := <-sub.C; ok {
+		t.Error("channel open after Close")
+	}
+}
+
+func TestHubSharedAndReleased(t *testing.T) {
+	fw := newFakeWorld(t)
+	w1 := fw.attach(Config{})
+	cfg := Config{IncludeRoot: true}
+	w2 := fw.attach(cfg)
+	if fw.dials != 1 {
+		t.Errorf("%d dials for two watchers, want 1", fw.dials)
+	}
+	t4000 := ticks()
+	fw.host.Set(fakeproc.Proc{PID: 160, PPID: 101, Comm: "s", StartTicks: t4000})
+	fw.emit(forkEv(101, 160))
+	waitFor(t, "both", func() bool {
+		return slices.Contains(w1.LivePIDs(), 160) && slices.Contains(w2.LivePIDs(), 160)
+	})
+	w1.Close()
+	if fw.kernel.Closed() {
+		t.Fatal("socket closed while a watcher uses it")
+	}
+	w2.Close()
+	if !fw.kernel.Closed() {
+		t.Fatal("socket still open after the last watcher closed")
+	}
+	var ignored bool
+	for _, r := range fw.kernel.Requests() {
+		ignored = ignored || r.Op == connector.OpIgnore
+	}
+	if !ignored {
+		t.Error("no PROC_CN_MCAST_IGNORE on close")
+	}
+	if len(fw.hub.idx) != 0 {
+		t.Errorf("index not emptied: %v", fw.hub.idx)
+	}
+}
+
+func TestStrategyFallback(t *testing.T) {
+	host := fakeHost(t)
+	refuse := func(*connector.Config) (*connector.Conn, error) {
+		return nil, &connector.OpError{Op: "dial", Kind: connector.ErrNotSupported, Detail: "not in the initial PID namespace"}
+	}
+	hub := NewHub(&HubConfig{ProcRoot: host.Root(), Dial: refuse})
+	w := mustAttach(t, 100, &Config{ProcRoot: host.Root(), Hub: hub})
+	if w.Mode() != ModePoll || !contains(w.ModeReason(), "not in the initial PID namespace") {
+		t.Errorf("auto: mode %s (%s)", w.Mode(), w.ModeReason())
+	}
+	if s := mustPoll(t, w); s.Mode != ModePoll || len(s.Processes) != 1 {
+		t.Errorf("poll snapshot %+v", s)
+	}
+	_, err := Attach(100, &Config{ProcRoot: host.Root(), Hub: hub, Strategy: StrategyConnector})
+	if !errors.Is(err, ErrConnectorUnavailable) || !errors.Is(err, connector.ErrNotSupported) {
+		t.Errorf("connector strategy: %v", err)
+	}
+	_, err = Attach(100, &Config{ProcRoot: host.Root(), Strategy: StrategyConnector})
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("connector strategy with a custom proc root and no hub: %v", err)
+	}
+}
+
+func contains(s, sub string) bool {
+	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
+}
