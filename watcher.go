@@ -167,6 +167,31 @@ func (w *Watcher) chooseMode() error {
 // events already flow, so members they added are not removed on the word
 // of a scan that may predate them.
 func (w *Watcher) initialScan() error {
+	err := w.scanApply(tracker.ScanOptions{DeferRemovals: w.mode == ModeConnector}, func(r *tracker.ScanResult) {
+		for _, id := range r.Suspects {
+			if id == tracker.Identity(w.root) {
+				if _, ok := w.lookupLive(id); !ok {
+					w.tr.ConfirmGone(id, time.Now())
+				}
+				continue
+			}
+			w.suspects = append(w.suspects, id)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.tr.RootAlive() {
+		return &PIDError{PID: w.root.PID, Reason: "exited during attach", Err: ErrNoSuchProcess}
+	}
+	return nil
+}
+
+// scanApply scans the host and applies the scan to the tracker, then calls
+// then (if not nil) with the result, under the locks.
+func (w *Watcher) scanApply(opt tracker.ScanOptions, then func(*tracker.ScanResult)) error {
 	if err := w.readHost(); err != nil {
 		return err
 	}
@@ -174,18 +199,12 @@ func (w *Watcher) initialScan() error {
 	defer w.scanMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	r := w.applyScanLocked(tracker.ScanOptions{DeferRemovals: w.mode == ModeConnector})
-	for _, id := range r.Suspects {
-		if id == tracker.Identity(w.root) {
-			if _, ok := w.lookupLive(id); !ok {
-				w.tr.ConfirmGone(id, time.Now())
-			}
-			continue
-		}
-		w.suspects = append(w.suspects, id)
+	if w.closed {
+		return ErrClosed
 	}
-	if !w.tr.RootAlive() {
-		return &PIDError{PID: w.root.PID, Reason: "exited during attach", Err: ErrNoSuchProcess}
+	r := w.applyScanLocked(opt)
+	if then != nil {
+		then(r)
 	}
 	return nil
 }
@@ -228,19 +247,14 @@ func (w *Watcher) ModeReason() string { return w.modeReason }
 // already current and Poll costs O(members + changes).
 func (w *Watcher) Poll() (Snapshot, error) {
 	if w.mode == ModePoll {
-		if err := w.readHost(); err != nil {
+		if err := w.scanApply(tracker.ScanOptions{}, nil); err != nil {
 			return Snapshot{}, err
 		}
-		w.scanMu.Lock()
-		defer w.scanMu.Unlock()
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return Snapshot{}, ErrClosed
-	}
-	if w.mode == ModePoll {
-		w.applyScanLocked(tracker.ScanOptions{})
 	}
 	if err := w.bgErr; err != nil {
 		w.bgErr = nil
@@ -393,31 +407,16 @@ func (w *Watcher) hasPending() bool {
 // the members alone. In connector mode what it finds waits for confirm.
 func (w *Watcher) reconcile(full bool) error {
 	if w.mode == ModePoll {
-		if err := w.readHost(); err != nil {
-			return err
-		}
-		w.scanMu.Lock()
-		defer w.scanMu.Unlock()
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		w.applyScanLocked(tracker.ScanOptions{})
-		return nil
+		return w.scanApply(tracker.ScanOptions{}, nil)
 	}
 	if !full {
 		w.checkMembers()
 		return nil
 	}
-	if err := w.readHost(); err != nil {
-		return err
-	}
-	w.scanMu.Lock()
-	defer w.scanMu.Unlock()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	r := w.applyScanLocked(tracker.ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true})
-	w.suspects = append(w.suspects, r.Suspects...)
-	w.candidates = append(w.candidates, r.Candidates...)
-	return nil
+	return w.scanApply(tracker.ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true}, func(r *tracker.ScanResult) {
+		w.suspects = append(w.suspects, r.Suspects...)
+		w.candidates = append(w.candidates, r.Candidates...)
+	})
 }
 
 // checkMembers is the tree-local reconcile: members that /proc no longer
