@@ -10,6 +10,7 @@ import (
 	"github.com/process-watchman/watchman/connector"
 	"github.com/process-watchman/watchman/connector/connectortest"
 	"github.com/process-watchman/watchman/internal/fakeproc"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
 
@@ -403,4 +404,26 @@ func TestStrategyFallback(t *testing.T) {
 
 func contains(s, sub string) bool {
 	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
+}
+
+func TestAttachCloseCyclesLeakNothing(t *testing.T) {
+	fw := newFakeWorld(t)
+	for i := 0; i < 100; i++ {
+		fw.kernel = connectortest.NewKernel()
+		w := fw.attach(Config{})
+		sub := w.Subscribe(1)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := <-sub.C; ok {
+			t.Fatal("subscription open after Close")
+		}
+		if !fw.kernel.Closed() {
+			t.Fatalf("cycle %d: socket left open", i)
+		}
+	}
+	if fw.dials != 100 {
+		t.Errorf("%d dials, want 100", fw.dials)
+	}
+	goleak.VerifyNone(t)
 }
