@@ -48,6 +48,8 @@ type Watcher struct {
 	suspects   []tracker.Identity
 	candidates []tracker.Entry
 
+	stats WatcherStats // totals since Attach, under mu
+
 	kick chan struct{} // asks the loop for a full reconcile now
 	wake chan struct{} // asks the loop to look for due confirmations
 	stop chan struct{}
@@ -192,6 +194,7 @@ func (w *Watcher) initialScan() error {
 // scanApply scans the host and applies the scan to the tracker, then calls
 // then (if not nil) with the result, under the locks.
 func (w *Watcher) scanApply(opt tracker.ScanOptions, then func(*tracker.ScanResult)) error {
+	start := time.Now()
 	if err := w.readHost(); err != nil {
 		return err
 	}
@@ -203,6 +206,8 @@ func (w *Watcher) scanApply(opt tracker.ScanOptions, then func(*tracker.ScanResu
 		return ErrClosed
 	}
 	r := w.applyScanLocked(opt)
+	w.stats.FullScans++
+	w.stats.countReconcile(time.Since(start))
 	if then != nil {
 		then(r)
 	}
@@ -226,6 +231,34 @@ func (w *Watcher) backgroundInterval() time.Duration {
 		return DefaultReconcileInterval
 	}
 	return iv
+}
+
+// WatcherStats are a Watcher's totals since Attach.
+type WatcherStats struct {
+	// Reconciles counts the checks against /proc: full host scans
+	// (FullScans of them, Attach's and Polls' in polling mode included)
+	// and tree-local checks of the members.
+	Reconciles, FullScans uint64
+	// ReconcileTime is their total duration; LastReconcile the last one's.
+	ReconcileTime, LastReconcile time.Duration
+	// Repairs counts the corrections reconciles made, as reported by Poll
+	// so far.
+	Repairs uint64
+	// Overruns counts the kernel's overruns seen.
+	Overruns uint64
+}
+
+func (s *WatcherStats) countReconcile(d time.Duration) {
+	s.Reconciles++
+	s.ReconcileTime += d
+	s.LastReconcile = d
+}
+
+// Stats returns the Watcher's totals.
+func (w *Watcher) Stats() WatcherStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
 }
 
 // Hub returns the Hub that feeds the Watcher (its private one if
@@ -261,6 +294,7 @@ func (w *Watcher) Poll() (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	ch := w.tr.Take()
+	w.stats.Repairs += uint64(ch.Repairs)
 	snap := Snapshot{
 		Time:      time.Now(),
 		Root:      w.root,
@@ -422,6 +456,12 @@ func (w *Watcher) reconcile(full bool) error {
 // checkMembers is the tree-local reconcile: members that /proc no longer
 // shows alive become suspects.
 func (w *Watcher) checkMembers() {
+	start := time.Now()
+	defer func() {
+		w.mu.Lock()
+		w.stats.countReconcile(time.Since(start))
+		w.mu.Unlock()
+	}()
 	w.mu.Lock()
 	members := w.tr.Members(nil)
 	ids := make([]tracker.Identity, 0, len(members)+1)
@@ -783,6 +823,7 @@ func (w *Watcher) noteOverrun(lost uint64) {
 	w.mu.Lock()
 	if !w.closed {
 		w.overruns++
+		w.stats.Overruns++
 		w.emit(Event{Type: EventLost, Time: time.Now(), Lost: lost, Overrun: true})
 	}
 	w.mu.Unlock()
