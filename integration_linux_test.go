@@ -1,0 +1,197 @@
+package watchman
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/process-watchman/watchman/connector"
+	"github.com/process-watchman/watchman/reconcile"
+)
+
+// requireConnector skips the test, saying why, where the proc connector
+// cannot be used: not root, or not in the initial namespaces. CI runs as
+// root, so there these tests run.
+func requireConnector(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the proc connector's forced receive buffer and this test's stall need privilege")
+	}
+	c, err := connector.Dial(nil)
+	if err != nil {
+		t.Skipf("proc connector unavailable here: %v", err)
+	}
+	c.Close()
+}
+
+// childrenOf lists the live children of pid in /proc: the ground truth.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	fs, err := reconcile.NewFS("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s reconcile.Scan
+	if err := fs.NewScanner().Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for i := range s.Entries {
+		if e := &s.Entries[i]; e.PPID == pid && e.Live() {
+			out = append(out, e.PID)
+		}
+	}
+	return out
+}
+
+// TestIntegrationOverrunRepaired forces an overrun: a tiny receive buffer,
+// and the hub's reader stalled (the watcher's lock is held) while the tree
+// forks 200 long-lived children and 1,000 short ones. The overrun must be
+// reported, and after the repair the live set must equal /proc's.
+func TestIntegrationOverrunRepaired(t *testing.T) {
+	requireConnector(t)
+	sh := exec.Command("sh", "-c", "read x; for i in $(seq 200); do sleep 30 & done; for i in $(seq 1000); do /bin/true; done; echo done; wait")
+	stdin, err := sh.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := sh.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-sh.Process.Pid, syscall.SIGKILL)
+		sh.Wait()
+	})
+	hub := NewHub(&HubConfig{ReadBuffer: 4096})
+	w, err := Attach(sh.Process.Pid, &Config{Hub: hub, Strategy: StrategyConnector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sub := w.Subscribe(1 << 16)
+
+	w.mu.Lock() // stall the reader at the first event of the tree
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		w.mu.Unlock()
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	_, err = stdout.Read(buf) // "done": every fork has happened
+	w.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := childrenOf(t, sh.Process.Pid)
+	if len(want) != 200 {
+		t.Fatalf("ground truth: %d sleepers, want 200", len(want))
+	}
+	waitFor(t, "the overrun to be repaired", func() bool { return slices.Equal(w.LivePIDs(), want) })
+	s := mustPoll(t, w)
+	if s.Overruns < 1 || s.Repairs < 1 {
+		t.Errorf("overruns %d, repairs %d: the overrun was not reported", s.Overruns, s.Repairs)
+	}
+	if hs := hub.Stats(); hs.Overruns < 1 || hs.Lost < 1 {
+		t.Errorf("hub stats %+v", hs)
+	}
+	lostSeen := false
+	for len(sub.C) > 0 {
+		if ev := <-sub.C; ev.Type == EventLost && ev.Overrun {
+			lostSeen = true
+		}
+	}
+	if !lostSeen {
+		t.Error("subscribers got no overrun marker")
+	}
+	t.Logf("overruns %d, kernel drops %d, repairs %d, live %d", s.Overruns, hub.Stats().Lost, s.Repairs, len(want))
+
+	// The stream goes on after the repair: a kill is seen as an exit by
+	// signal.
+	victim := want[0]
+	if err := syscall.Kill(victim, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the victim's exit", func() bool { return !slices.Contains(w.LivePIDs(), victim) })
+	s = mustPoll(t, w)
+	i := slices.IndexFunc(s.Delta.Exited, func(x Exit) bool { return x.PID == victim })
+	if i < 0 || s.Delta.Exited[i].Signal != int(syscall.SIGTERM) || !s.Delta.Exited[i].StatusKnown {
+		t.Errorf("victim's exit: %+v", s.Delta.Exited)
+	}
+}
+
+// TestIntegrationAttachCloseLeaksNoDescriptors attaches and closes 100
+// times with the real connector; descriptors and goroutines must come back
+// to where they were.
+func TestIntegrationAttachCloseLeaksNoDescriptors(t *testing.T) {
+	requireConnector(t)
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	for i := 0; i < 100; i++ {
+		w, err := Attach(os.Getpid(), &Config{Strategy: StrategyConnector})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Subscribe(1)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := fds(); after != before {
+		t.Errorf("%d descriptors before, %d after 100 Attach/Close", before, after)
+	}
+}
+
+// TestIntegrationConnectorUnavailableInNamespace runs a watcher in new user
+// and PID namespaces (as a re-executed test binary): auto falls back to
+// polling with the reason, promptly; connector fails with the typed error.
+func TestIntegrationConnectorUnavailableInNamespace(t *testing.T) {
+	if os.Getenv("PWATCH_NS_CHILD") == "1" {
+		w, err := Attach(os.Getpid(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		if w.Mode() != ModePoll {
+			t.Fatalf("mode %s in a new namespace", w.Mode())
+		}
+		_, err = Attach(os.Getpid(), &Config{Strategy: StrategyConnector})
+		if !errors.Is(err, ErrConnectorUnavailable) || !errors.Is(err, connector.ErrNotSupported) {
+			t.Fatalf("connector strategy: %v", err)
+		}
+		os.Stdout.WriteString("REASON " + w.ModeReason() + "\n")
+		return
+	}
+	requireConnector(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestIntegrationConnectorUnavailableInNamespace$", "-test.v")
+	cmd.Env = append(os.Environ(), "PWATCH_NS_CHILD=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}},
+	}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "REASON proc connector unavailable") || !strings.Contains(string(out), "namespace") {
+		t.Errorf("child said:\n%s", out)
+	}
+	t.Logf("namespace child ran in %v", time.Since(start).Round(time.Millisecond))
+}
