@@ -228,7 +228,7 @@ func TestConnectorLeaderExitConfirmedByReconcile(t *testing.T) {
 	w := fw.attach(Config{})
 	t1500 := ticks()
 	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "java", StartTicks: t1500, State: 'Z', Threads: 2})
-	fw.emit(forkEv(101, 110), exitEv(110, 110, 5<<8))
+	fw.emit(forkEv(101, 110), threadEv(110, 111), exitEv(110, 110, 5<<8))
 	waitFor(t, "fork", func() bool { return slices.Contains(w.LivePIDs(), 110) })
 	fw.host.Remove(110)
 	waitFor(t, "confirmation", hasPIDs(w, 101))

@@ -196,12 +196,31 @@ type clocks struct {
 	wall       time.Time
 }
 
-func sampleClocks() clocks {
-	var m, b unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &m)
-	wall := time.Now()
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &b)
-	return clocks{mono: m.Nano(), boot: b.Nano(), wall: wall}
+// clockBase reads CLOCK_MONOTONIC through Go's own monotonic clock (the
+// same clock, read through the vDSO) after one system call to calibrate,
+// and re-reads CLOCK_BOOTTIME, which moves apart from it only across a
+// suspend, once a second.
+type clockBase struct {
+	wall0    time.Time
+	mono0    int64
+	bootOff  int64 // CLOCK_BOOTTIME - CLOCK_MONOTONIC
+	nextBoot time.Time
+}
+
+func (b *clockBase) sample() clocks {
+	now := time.Now()
+	if b.wall0.IsZero() || !now.Before(b.nextBoot) {
+		var m, bt unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &m)
+		_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &bt)
+		if b.wall0.IsZero() {
+			b.wall0, b.mono0 = now, m.Nano()
+		}
+		b.bootOff = bt.Nano() - m.Nano()
+		b.nextBoot = now.Add(time.Second)
+	}
+	mono := b.mono0 + int64(now.Sub(b.wall0))
+	return clocks{mono: mono, boot: mono + b.bootOff, wall: now}
 }
 
 // wallOf converts a kernel CLOCK_MONOTONIC timestamp to wall time.
@@ -228,6 +247,7 @@ type reader struct {
 	scanner *reconcile.Scanner
 	ws      []*Watcher // scratch
 	drops   uint32     // the socket's drop counter at the last overrun
+	clock   clockBase
 }
 
 // procInfo is what the reader read of one process for one event.
@@ -309,7 +329,7 @@ func (r *reader) read(pid int, withComm bool) procInfo {
 }
 
 func (r *reader) dispatch(evs []connector.Event) {
-	clk := sampleClocks()
+	clk := r.clock.sample()
 	var forks, execs, exits uint64
 	defer func() {
 		r.h.forks.Add(forks)
@@ -323,7 +343,13 @@ func (r *reader) dispatch(evs []connector.Event) {
 		case connector.WhatFork:
 			forks++
 			if ev.PID != ev.TGID {
-				continue // a new thread, not a process
+				// A new thread, not a process: its process must be
+				// checked in /proc when its first thread exits.
+				r.ws = r.h.lookup(int(ev.TGID), r.ws[:0])
+				for _, w := range r.ws {
+					w.onThread(int(ev.TGID))
+				}
+				continue
 			}
 			r.ws = r.h.lookup(int(ev.ParentTGID), r.ws[:0])
 			if len(r.ws) == 0 {

@@ -110,7 +110,7 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 	cmd, cmdTrunc := w.readCmdline(pid)
 	w.tr.Update(tracker.Identity(w.root), func(p *tracker.Proc) {
 		p.Name, p.State, p.PPID, p.Cmdline = st.Comm, st.State, st.PPID, cmd
-		p.CmdlineTruncated = cmdTrunc
+		p.CmdlineTruncated, p.Threaded = cmdTrunc, st.NumThreads > 1
 	})
 	if err := w.chooseMode(); err != nil {
 		return nil, err
@@ -505,7 +505,7 @@ func (w *Watcher) confirm() {
 	aliveC := candidates[:0]
 	for _, e := range candidates {
 		if got, ok := w.lookupLive(tracker.Identity{PID: e.PID, StartTicks: e.StartTicks}); ok {
-			e.PPID, e.State = got.PPID, got.State
+			e.PPID, e.State, e.Threaded = got.PPID, got.State, got.NumThreads > 1
 			aliveC = append(aliveC, e)
 		}
 	}
@@ -580,6 +580,7 @@ func (w *Watcher) readHost() error {
 		e := &w.scan.Entries[i]
 		w.entries = append(w.entries, tracker.Entry{
 			PID: e.PID, PPID: e.PPID, StartTicks: e.StartTicks, Live: e.Live(), State: e.State,
+			Threaded: e.NumThreads > 1,
 		})
 	}
 	return nil
@@ -742,15 +743,36 @@ func (w *Watcher) onExec(ev *connector.Event, info *procInfo, clk *clocks) {
 	}
 }
 
-// exitNeedsProc reports whether onExit must know what /proc shows of the
-// process: for the first thread's exit (other threads may run on), and for
-// another thread's exit once the first one has gone.
-func (w *Watcher) exitNeedsProc(ev *connector.Event) bool {
-	if ev.PID == ev.TGID {
-		return true
-	}
+// onThread records that member tgid has more than one thread (reader
+// goroutine).
+func (w *Watcher) onThread(tgid int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.tr.Update(w.memberID(tgid), func(p *tracker.Proc) { p.Threaded = true })
+}
+
+// memberID returns the identity of member pid, or the zero Identity.
+func (w *Watcher) memberID(pid int) tracker.Identity {
+	if p, ok := w.tr.Member(pid); ok {
+		return p.ID
+	}
+	return tracker.Identity{}
+}
+
+// exitNeedsProc reports whether onExit must know what /proc shows of the
+// process: for the first thread's exit of a process that has had other
+// threads (they may run on), and for another thread's exit once the first
+// one has gone. A single-threaded process's exit needs no /proc read.
+func (w *Watcher) exitNeedsProc(ev *connector.Event) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p, ok := w.tr.Member(int(ev.TGID))
+	if !ok {
+		return false
+	}
+	if ev.PID == ev.TGID {
+		return p.Threaded
+	}
 	return w.tr.LeaderHasExited(int(ev.TGID))
 }
 
@@ -760,7 +782,7 @@ func (w *Watcher) exitNeedsProc(ev *connector.Event) bool {
 func (w *Watcher) onExit(ev *connector.Event, info *procInfo, clk *clocks) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed || info == nil {
+	if w.closed {
 		return
 	}
 	tgid := int(ev.TGID)
@@ -769,6 +791,13 @@ func (w *Watcher) onExit(ev *connector.Event, info *procInfo, clk *clocks) {
 		return
 	}
 	at := clk.wallOf(ev.Timestamp)
+	if info == nil {
+		if ev.PID == ev.TGID {
+			status := ev.ExitStatus
+			w.exitLocked(tgid, &status, at, time.Duration(ev.Timestamp), int(ev.ParentTGID))
+		}
+		return
+	}
 	same := info.ok && (info.entry.StartTicks == p.ID.StartTicks || p.Approx && closeTicks(info.entry.StartTicks, p.ID.StartTicks))
 	if same && info.entry.NumThreads > 1 && ev.PID == ev.TGID {
 		// The first thread is gone, the others run on: the process lives

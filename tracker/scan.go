@@ -9,6 +9,8 @@ type Entry struct {
 	// Live is false for a zombie or dead process (see reconcile.IsLive).
 	Live  bool
 	State byte
+	// Threaded says the process has more than one thread.
+	Threaded bool
 }
 
 // ApproxTolerance is how many ticks a start time derived from a fork event's
@@ -87,6 +89,7 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 			e := &entries[i]
 			p.PPID = e.PPID
 			p.State = e.State
+			p.Threaded = p.Threaded || e.Threaded
 			continue
 		}
 		if opt.DeferRemovals {
@@ -167,6 +170,7 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 					Parent:    c.PPID,
 					Depth:     depth,
 					State:     c.State,
+					Threaded:  c.Threaded,
 					FirstSeen: at,
 				})
 				r.Added = append(r.Added, int(t.chain[k]))
@@ -227,6 +231,7 @@ func (t *Tracker) AddFound(e Entry, at time.Time) *Proc {
 		Parent:    e.PPID,
 		Depth:     parent.Depth + 1,
 		State:     e.State,
+		Threaded:  e.Threaded,
 		FirstSeen: at,
 	}
 	t.add(p)

@@ -35,6 +35,9 @@ type Proc struct {
 	// Approx means StartTicks was derived from the fork event's timestamp
 	// because /proc no longer showed the process; it may be a tick off.
 	Approx bool
+	// Threaded says the process has had more than one thread, so its
+	// first thread's exit may not be the end of it.
+	Threaded bool
 	// FirstSeen is when the tracker learnt of the process.
 	FirstSeen time.Time
 
