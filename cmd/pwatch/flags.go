@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/process-watchman/watchman"
 	"github.com/spf13/pflag"
@@ -54,4 +55,31 @@ func attachError(err error) error {
 		return usageError{err}
 	}
 	return err
+}
+
+// outputFlags are the flags of the commands that follow a tree over time
+// (run and watch): where the record of what happened goes.
+type outputFlags struct {
+	events       string
+	trace        string
+	metricsAddr  string
+	pollInterval time.Duration
+}
+
+func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
+	help := "write every event as one JSON object per line to `FILE`"
+	if stdoutEvents {
+		help += " (- = stdout)"
+	}
+	fs.StringVar(&f.events, "events", "", help)
+	fs.StringVar(&f.trace, "trace", "", "write a Chrome trace (Perfetto, chrome://tracing) of the processes' lifetimes to `FILE`")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`HOST:PORT`/metrics (port 0 = any; the address is printed on stderr)")
+	fs.DurationVar(&f.pollInterval, "poll-interval", 100*time.Millisecond, "how often to scan /proc in polling mode, and to check whether the tree is empty")
+}
+
+func (f *outputFlags) check() error {
+	if f.pollInterval <= 0 {
+		return usageError{fmt.Errorf("--poll-interval must be positive, got %v", f.pollInterval)}
+	}
+	return nil
 }
