@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/process-watchman/watchman/connector"
+	"github.com/process-watchman/watchman/connector/connectortest"
 	"github.com/process-watchman/watchman/reconcile"
+	"golang.org/x/sys/unix"
 )
 
 // requireConnector skips the test, saying why, where the proc connector
@@ -194,4 +196,101 @@ func TestIntegrationConnectorUnavailableInNamespace(t *testing.T) {
 		t.Errorf("child said:\n%s", out)
 	}
 	t.Logf("namespace child ran in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestIntegrationForgedMessagesChangeNothing sends forged fork and exit
+// messages for the watched tree to the hub's socket from a second netlink
+// socket: they are dropped and counted, and the tree does not change.
+func TestIntegrationForgedMessagesChangeNothing(t *testing.T) {
+	requireConnector(t)
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	root := sleeper.Process.Pid
+	w, err := Attach(root, &Config{Strategy: StrategyConnector, IncludeRoot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	mustPoll(t, w)
+
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_CONNECTOR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	w.hub.mu.Lock()
+	port := w.hub.conn.PortID()
+	w.hub.mu.Unlock()
+	forged := [][]byte{
+		connectortest.EncodeMessage(connector.Event{What: connector.WhatFork, ParentPID: int32(root), ParentTGID: int32(root), PID: 4000000, TGID: 4000000}),
+		connectortest.EncodeMessage(connector.Event{What: connector.WhatExit, PID: int32(root), TGID: int32(root), ExitStatus: 9}),
+	}
+	for _, b := range forged {
+		if err := unix.Sendto(fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: port}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A real event after the forged ones: once it is seen, so were they.
+	marker := exec.Command("sh", "-c", "true")
+	hubEvents := func() uint64 { s := w.Hub().Stats(); return s.Forks + s.Execs + s.Exits }
+	before := hubEvents()
+	if err := marker.Run(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the marker's events", func() bool { return hubEvents() >= before+3 })
+	s := mustPoll(t, w)
+	if !s.RootAlive || !slices.Equal(s.PIDs(), []int{root}) || !s.Delta.Empty() {
+		t.Errorf("forged messages changed the tree: %+v", s)
+	}
+	w.hub.mu.Lock()
+	spoofed := w.hub.conn.Stats().Spoofed
+	w.hub.mu.Unlock()
+	if spoofed != uint64(len(forged)) {
+		t.Errorf("Spoofed = %d, want %d", spoofed, len(forged))
+	}
+}
+
+// TestIntegrationOddNames runs processes whose names have spaces,
+// parentheses and the full 15 bytes, and checks the names the watcher
+// reports.
+func TestIntegrationOddNames(t *testing.T) {
+	requireConnector(t)
+	dir := t.TempDir()
+	names := []string{"a) (b c", "x)y", "fifteen_bytes_x", "sixteen_bytes_xy"}
+	for _, n := range names {
+		if err := os.Symlink("/bin/sleep", dir+"/"+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := "read x"
+	for _, n := range names {
+		script += "\n'" + dir + "/" + n + "' 30 &"
+	}
+	script += "\nwait"
+	sh := exec.Command("sh", "-c", script)
+	stdin, _ := sh.StdinPipe()
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-sh.Process.Pid, syscall.SIGKILL); sh.Wait() })
+	w, err := Attach(sh.Process.Pid, &Config{Strategy: StrategyConnector, CaptureCmdline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	stdin.Write([]byte("go\n"))
+	want := []string{"a) (b c", "fifteen_bytes_x", "sixteen_bytes_x", "x)y"} // comm keeps 15 bytes
+	waitFor(t, "the odd names", func() bool {
+		s, _ := w.Poll()
+		var got []string
+		for _, p := range s.Processes {
+			got = append(got, p.Name)
+		}
+		slices.Sort(got)
+		return slices.Equal(got, want)
+	})
 }
