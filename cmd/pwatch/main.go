@@ -1,6 +1,8 @@
 // Command pwatch tracks the process tree rooted at one PID.
 //
-//	pwatch tree [flags] PID     print the live tree once
+//	pwatch run [flags] -- COMMAND [ARGS...]   run COMMAND, track its whole tree
+//	pwatch watch [flags] PID                  follow a running tree, event by event
+//	pwatch tree [flags] PID                   print the live tree once
 //
 // Run "pwatch help" for the commands and their flags.
 package main
@@ -50,7 +52,7 @@ polls /proc, and says so.`,
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newTreeCmd(a))
+	root.AddCommand(newRunCmd(a), newWatchCmd(a), newTreeCmd(a))
 	return root
 }
 
@@ -78,5 +80,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == gateArg {
+		os.Exit(gateMain(os.Args[2:]))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -83,6 +83,21 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"tree", "--max-depth", "-2", "1"}, "MaxDepth: -2 is negative"},
 		{[]string{"tree", "--bogus", "1"}, "unknown flag: --bogus"},
 		{[]string{"nosuchcommand"}, `unknown command "nosuchcommand"`},
+		{[]string{"run"}, "run needs a COMMAND to run"},
+		{[]string{"run", "--bogus", "--", "true"}, "unknown flag: --bogus"},
+		{[]string{"run", "--events", "-", "--", "true"}, "stdout belongs to COMMAND"},
+		{[]string{"run", "--grace", "-1s", "--", "true"}, "--grace must not be negative"},
+		{[]string{"run", "--max-depth", "-1", "--", "true"}, "MaxDepth: -1 is negative"},
+		{[]string{"run", "--strategy", "psutil", "--", "true"}, `unknown strategy "psutil"`},
+		{[]string{"run", "--trace", "/nonexistent/dir/t.json", "--", "true"}, "--trace: open /nonexistent/dir/t.json"},
+		{[]string{"watch"}, "watch needs 1 argument (PID), got 0"},
+		{[]string{"watch", "1", "2"}, "watch needs 1 argument (PID), got 2"},
+		{[]string{"watch", "-5"}, "unknown shorthand flag"},
+		{[]string{"watch", "x"}, `invalid PID "x"`},
+		{[]string{"watch", "--interval", "-1s", "1"}, "--interval must not be negative"},
+		{[]string{"watch", "--poll-interval", "0s", "1"}, "--poll-interval must be positive"},
+		{[]string{"watch", "--metrics-addr", "256.0.0.1:x", "1"}, "--metrics-addr: listen tcp"},
+		{[]string{"watch", "--events", "/nonexistent/dir/e.jsonl", "1"}, "--events: open /nonexistent/dir/e.jsonl"},
 	}
 	for _, tt := range tests {
 		_, stderr, code := runPwatch(tt.args...)
@@ -98,9 +113,11 @@ func TestNoSuchPID(t *testing.T) {
 	if err := c.Run(); err != nil {
 		t.Fatal(err)
 	}
-	_, stderr, code := runPwatch("tree", strconv.Itoa(c.Process.Pid))
-	if code != 2 || !strings.Contains(stderr, "no such process") {
-		t.Errorf("code %d stderr %q", code, stderr)
+	for _, cmd := range []string{"tree", "watch"} {
+		_, stderr, code := runPwatch(cmd, strconv.Itoa(c.Process.Pid))
+		if code != 2 || !strings.Contains(stderr, "no such process") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%s: code %d stderr %q", cmd, code, stderr)
+		}
 	}
 }
 

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/process-watchman/watchman"
+	"golang.org/x/sys/unix"
+)
+
+// eventTimeLayout is the clock time of human event lines.
+const eventTimeLayout = "15:04:05.000000"
+
+// formatEvent is the human line of one event, without a newline:
+//
+//	15:04:05.123456 fork  pid=1240 ppid=1234 depth=1 sh -c 'exit 5'
+//	15:04:05.124001 exit  pid=1240 ppid=1234 code=5 after=551µs sh -c 'exit 5'
+//
+// lifetime is how long the process lived, for exits (0: not shown).
+func formatEvent(ev *watchman.Event, lifetime time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %-5s", ev.Time.Format(eventTimeLayout), ev.Type)
+	if ev.Type == watchman.EventLost {
+		if ev.Overrun {
+			fmt.Fprintf(&b, " kernel overrun, %d events dropped host-wide; repairing from /proc", ev.Lost)
+		} else {
+			fmt.Fprintf(&b, " %d events dropped: pwatch fell behind", ev.Lost)
+		}
+		return b.String()
+	}
+	fmt.Fprintf(&b, " pid=%d", ev.Process.PID)
+	if ev.PPID > 0 {
+		fmt.Fprintf(&b, " ppid=%d", ev.PPID)
+	}
+	switch ev.Type {
+	case watchman.EventFork, watchman.EventExec:
+		fmt.Fprintf(&b, " depth=%d", ev.Depth)
+	case watchman.EventExit:
+		if ev.Exit != nil {
+			b.WriteString(" " + exitText(ev.Exit, "="))
+		}
+		if lifetime > 0 {
+			b.WriteString(" after=" + fmtDuration(lifetime))
+		}
+	}
+	if ev.Synthetic {
+		b.WriteString(" (found by /proc scan)")
+	}
+	b.WriteString(" " + commandText(ev.Name, ev.Cmdline))
+	return sanitize(b.String())
+}
+
+// exitText says how a process ended: "code=5", "signal=SIGKILL(9)",
+// "status=unknown" (with sep "="), or "exit 5", "signal SIGKILL(9)",
+// "status unknown" (with sep " ").
+func exitText(x *watchman.Exit, sep string) string {
+	switch {
+	case !x.StatusKnown:
+		return "status" + sep + "unknown"
+	case x.Signal > 0:
+		s := "signal" + sep + signalName(x.Signal)
+		if x.CoreDumped {
+			s += " (core dumped)"
+		}
+		return s
+	case sep == "=":
+		return fmt.Sprintf("code=%d", x.Code)
+	}
+	return fmt.Sprintf("exit %d", x.Code)
+}
+
+// signalName is "SIGKILL(9)", or "9" for a number without a name.
+func signalName(n int) string {
+	if name := unix.SignalName(syscall.Signal(n)); name != "" {
+		return fmt.Sprintf("%s(%d)", name, n)
+	}
+	return fmt.Sprint(n)
+}
+
+// commandText is the command line, quoted as a shell would need where an
+// argument has spaces, or [comm] when there is none.
+func commandText(name string, cmdline []string) string {
+	if len(cmdline) == 0 {
+		return "[" + name + "]"
+	}
+	parts := make([]string, len(cmdline))
+	for i, a := range cmdline {
+		parts[i] = shellQuote(a)
+	}
+	return strings.Join(parts, " ")
+}
+
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`&|;<>()*?[]{}!#~") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// sanitize replaces control characters, so that a command line cannot
+// break a line or drive the terminal.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// fmtDuration rounds d for people: 850µs, 12.3ms, 1.523s, 2m3s.
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(100 * time.Microsecond).String()
+	case d < time.Minute:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// summary is what pwatch says on stderr when a run or a watch ends.
+type summary struct {
+	// Verb is "run" or "watch".
+	Verb string
+	// Root is the root process; RootEnded says whether it ended while
+	// watched, RootExit how.
+	Root      *proc
+	RootEnded bool
+	// Wall is how long the run or the watch lasted.
+	Wall time.Duration
+	// Processes counts the processes seen, the root included; AtStart
+	// those already there when the watch began; Peak the most alive at
+	// once.
+	Processes, AtStart, Peak int
+	// Failed are the processes that exited non-zero or were killed.
+	Failed []*proc
+	// Left are the processes still alive when the root exited (run), with
+	// their age then.
+	Left    []leftProc
+	Waited  bool   // --wait or --kill-left waited for them
+	Killed  string // what --kill-left did, or ""
+	Alive   int    // members still alive at the end
+	Unknown int    // exits with an unknown status
+	// Lost, Markers and Overrun describe lost events.
+	Lost    uint64
+	Markers int
+	Overrun bool
+	// Truncated says --max-depth or --max-descendants kept processes out.
+	Truncated bool
+	// Stopped says why a watch ended early ("interrupted by SIGINT"), or
+	// "".
+	Stopped string
+}
+
+// leftProc is a process left behind by the root.
+type leftProc struct {
+	PID     int
+	Age     time.Duration
+	Command string
+}
+
+// writeSummary prints the summary, each line starting with "pwatch: " or
+// two spaces.
+func writeSummary(w io.Writer, s *summary) {
+	var b strings.Builder
+	root := "root"
+	if s.Root != nil {
+		root = fmt.Sprintf("%s (pid %d)", s.Root.name, s.Root.id.PID)
+		switch {
+		case s.RootEnded && s.Root.exited:
+			fmt.Fprintf(&b, "pwatch: %s %s after %s\n", root, endText(&s.Root.exit), fmtDuration(s.Root.lifetime(time.Time{})))
+		case s.RootEnded:
+			fmt.Fprintf(&b, "pwatch: %s has ended\n", root)
+		default:
+			fmt.Fprintf(&b, "pwatch: %s is still running\n", root)
+		}
+	}
+	if s.Stopped != "" {
+		fmt.Fprintf(&b, "pwatch: %s %s\n", s.Verb, s.Stopped)
+	}
+	fmt.Fprintf(&b, "pwatch: %s, %d at most at once, in %s\n", countText(s), s.Peak, fmtDuration(s.Wall))
+	if len(s.Failed) > 0 {
+		fmt.Fprintf(&b, "pwatch: %d failed:\n", len(s.Failed))
+		for _, p := range s.Failed {
+			mark := ""
+			if s.Root != nil && p == s.Root {
+				mark = " (root)"
+			}
+			fmt.Fprintf(&b, "  %7d  %-22s %s%s\n", p.id.PID, exitText(&p.exit, " "), commandText(p.name, p.cmdline), mark)
+		}
+	}
+	if s.Unknown > 0 {
+		fmt.Fprintf(&b, "pwatch: %d exited with an unknown status (found gone by a /proc scan)\n", s.Unknown)
+	}
+	if s.Verb == "run" {
+		if len(s.Left) == 0 {
+			b.WriteString("pwatch: nothing left behind\n")
+		} else {
+			fmt.Fprintf(&b, "pwatch: %d left behind when the root exited:\n", len(s.Left))
+			for _, l := range s.Left {
+				fmt.Fprintf(&b, "  %7d  age %-18s %s\n", l.PID, fmtDuration(l.Age), l.Command)
+			}
+			if s.Killed != "" {
+				fmt.Fprintf(&b, "pwatch: %s\n", s.Killed)
+			}
+		}
+	}
+	if s.Alive > 0 && (s.Verb != "run" || s.Waited) {
+		fmt.Fprintf(&b, "pwatch: %d still alive\n", s.Alive)
+	}
+	if s.Truncated {
+		b.WriteString("pwatch: --max-depth or --max-descendants kept processes out of the tree\n")
+	}
+	if s.Markers > 0 {
+		why := "pwatch fell behind"
+		if s.Overrun {
+			why = "the kernel's socket buffer overran"
+		}
+		fmt.Fprintf(&b, "pwatch: events were lost %d times (%d events; %s): the tree was repaired from /proc, but processes that lived in the gap may be missing\n",
+			s.Markers, s.Lost, why)
+	}
+	io.WriteString(w, sanitize2(b.String()))
+}
+
+func countText(s *summary) string {
+	n := fmt.Sprintf("%d processes", s.Processes)
+	if s.Processes == 1 {
+		n = "1 process"
+	}
+	if s.Verb == "run" {
+		return n + " (root included)"
+	}
+	return fmt.Sprintf("%s (%d there at the start)", n, s.AtStart)
+}
+
+// endText says how the root ended: "exited with status 7", "was killed by
+// SIGTERM(15)".
+func endText(x *watchman.Exit) string {
+	switch {
+	case !x.StatusKnown:
+		return "exited (status unknown)"
+	case x.Signal > 0:
+		return "was killed by " + signalName(x.Signal)
+	}
+	return fmt.Sprintf("exited with status %d", x.Code)
+}
+
+// sanitize2 is sanitize for a text of several lines.
+func sanitize2(s string) string {
+	lines := strings.SplitAfter(s, "\n")
+	for i, l := range lines {
+		lines[i] = sanitize(strings.TrimSuffix(l, "\n"))
+		if strings.HasSuffix(l, "\n") {
+			lines[i] += "\n"
+		}
+	}
+	return strings.Join(lines, "")
+}

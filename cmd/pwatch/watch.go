@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/process-watchman/watchman"
+	"github.com/spf13/cobra"
+)
+
+func newWatchCmd(a *app) *cobra.Command {
+	var wf watchFlags
+	var of outputFlags
+	var asJSON bool
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "watch [flags] PID",
+		Short: "Follow the process tree under a running PID, event by event",
+		Long: `watch attaches to a running process and prints every fork, exec and exit in
+its tree as it happens, one line per event (--json: one JSON object per
+line). It ends when the root and all its descendants are gone, or on SIGINT
+or SIGTERM, and prints a summary on stderr. Processes that were already
+there when it attached are members from the start; they get no fork line.`,
+		Example: `  pwatch watch 1234
+  pwatch watch --json 1234 | jq -c 'select(.type == "exit" and .exit_code != 0)'
+  pwatch watch --interval 5s --events tree.jsonl --trace tree.json $(pgrep -o make)
+  pwatch watch --metrics-addr 127.0.0.1:9400 1234`,
+		Args: exactArgs(1, "PID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := parsePID(args[0])
+			if err != nil {
+				return err
+			}
+			if interval < 0 {
+				return usageError{fmt.Errorf("--interval must not be negative, got %v", interval)}
+			}
+			if err := of.check(); err != nil {
+				return err
+			}
+			a.begin()
+			return watchPID(a, pid, &wf, &of, asJSON, interval)
+		},
+	}
+	wf.register(cmd.Flags())
+	of.register(cmd.Flags(), true)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print events as JSON Lines (the --events schema) instead of text")
+	cmd.Flags().DurationVar(&interval, "interval", 0, "also print a snapshot of the live tree this often (0 = never)")
+	return cmd
+}
+
+func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, interval time.Duration) error {
+	sigs, stopSignals := notifySignals(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopSignals()
+	cfg := wf.config()
+	cfg.KeepTombstones = true
+	w, err := watchman.Attach(pid, cfg)
+	if err != nil {
+		return attachError(err)
+	}
+	s, err := newSession(a, of, w)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	if asJSON || of.events == "-" {
+		s.stdJSON = newJSONLWriter(a.stdout)
+	} else {
+		s.human = bufio.NewWriter(a.stdout)
+	}
+	s.sayMode()
+	if err := s.start(time.Now()); err != nil {
+		s.finish(time.Now())
+		return err
+	}
+	if root := s.rec.procs[w.Root()]; root != nil {
+		fmt.Fprintf(a.stderr, "pwatch: watching %s (pid %d) and %d descendants\n",
+			sanitize(commandText(root.name, root.cmdline)), pid, len(s.rec.order)-1)
+	}
+
+	evc := s.sub.C
+	tick := time.NewTicker(of.pollInterval)
+	defer tick.Stop()
+	var snapC <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		snapC = t.C
+	}
+	stopped := ""
+loop:
+	for len(w.LivePIDs()) > 0 {
+		select {
+		case ev, ok := <-evc:
+			if !ok {
+				evc = nil
+				continue
+			}
+			s.handleBatch(ev)
+		case <-tick.C:
+			s.poll()
+		case <-snapC:
+			if snap, ok := s.poll(); ok {
+				s.drainQueued()
+				if s.stdJSON != nil {
+					l := snapshotLine(&snap)
+					s.stdJSON.write(&l)
+				} else {
+					fmt.Fprintln(s.human, formatSnapshot(&snap))
+				}
+				s.flushLive()
+			}
+		case sig := <-sigs:
+			stopped = "stopped by " + signalName(int(sig.(syscall.Signal)))
+			break loop
+		}
+	}
+	end := time.Now()
+	ferr := s.finish(end)
+	sum := s.summary("watch", end)
+	sum.RootEnded = sum.Root != nil && sum.Root.exited
+	sum.Stopped = stopped
+	writeSummary(a.stderr, sum)
+	return ferr
+}
+
+// formatSnapshot is the human line of a periodic snapshot.
+func formatSnapshot(s *watchman.Snapshot) string {
+	root := "alive"
+	if !s.RootAlive {
+		root = "gone"
+	}
+	pids := make([]string, len(s.Processes))
+	for i := range s.Processes {
+		pids[i] = strconv.Itoa(s.Processes[i].PID)
+	}
+	return fmt.Sprintf("%s snapshot live=%d root=%s pids=%s", s.Time.Format(eventTimeLayout), len(s.Processes), root, strings.Join(pids, ","))
+}

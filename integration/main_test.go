@@ -1,0 +1,32 @@
+// Package integration holds the privileged end-to-end tests: real process
+// trees made by internal/workload, watched through the public API with the
+// kernel's proc connector. They run as root (CI runs as root) and skip,
+// saying why, elsewhere.
+package integration
+
+import (
+	"os"
+	"testing"
+
+	"github.com/process-watchman/watchman/connector"
+	"github.com/process-watchman/watchman/internal/workload"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	workload.MaybeRun() // this binary is also the workload's root
+	goleak.VerifyTestMain(m)
+}
+
+// requireConnector skips the test where the proc connector cannot be used.
+func requireConnector(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the integration tests need root for the proc connector (CI runs them as root)")
+	}
+	c, err := connector.Dial(nil)
+	if err != nil {
+		t.Skipf("skipping: proc connector unavailable here: %v", err)
+	}
+	c.Close()
+}
