@@ -427,3 +427,37 @@ func TestAttachCloseCyclesLeakNothing(t *testing.T) {
 	}
 	goleak.VerifyNone(t)
 }
+
+func TestConnectorDoneAndExecOfVanishedProcess(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{CaptureCmdline: true})
+	select {
+	case <-w.RootExited():
+		t.Fatal("RootExited closed while the root lives")
+	default:
+	}
+	// 101 execs but is gone before /proc can be read: its new name is
+	// unknown, not its old one.
+	fw.host.Remove(101)
+	fw.emit(execEv(101))
+	fw.sync()
+	w.mu.Lock()
+	p, _ := w.tr.Member(101)
+	name, cmd := p.Name, p.Cmdline
+	w.mu.Unlock()
+	if name != "" || cmd != nil {
+		t.Errorf("after an unreadable exec: name %q cmdline %q", name, cmd)
+	}
+	fw.emit(exitEv(100, 100, 0))
+	<-w.RootExited()
+	select {
+	case <-w.Done():
+		t.Fatal("Done closed while a member lives")
+	default:
+	}
+	fw.emit(exitEv(101, 101, 0))
+	<-w.Done()
+	if st := w.Stats(); st.Reconciles < 1 || st.FullScans < 1 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -50,6 +50,9 @@ type Watcher struct {
 
 	stats WatcherStats // totals since Attach, under mu
 
+	rootDone chan struct{} // closed when the root has exited
+	treeDone chan struct{} // closed when the root and every member have
+
 	kick chan struct{} // asks the loop for a full reconcile now
 	wake chan struct{} // asks the loop to look for due confirmations
 	stop chan struct{}
@@ -97,8 +100,10 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 		fs:      fs,
 		root:    Identity{PID: pid, StartTicks: st.StartTicks},
 		scanner: fs.NewScanner(),
-		kick:    make(chan struct{}, 1),
-		wake:    make(chan struct{}, 1),
+		kick:     make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		rootDone: make(chan struct{}),
+		treeDone: make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
 	w.tr = tracker.New(tracker.Identity(w.root), tracker.Config{
@@ -233,6 +238,36 @@ func (w *Watcher) backgroundInterval() time.Duration {
 	return iv
 }
 
+// RootExited returns a channel that is closed once the Watcher knows the
+// root has exited (or become a zombie, or its PID was reused): at once in
+// connector mode, at the next scan in polling mode.
+func (w *Watcher) RootExited() <-chan struct{} { return w.rootDone }
+
+// Done returns a channel that is closed once the root and every member have
+// exited: the tree is over. Close does not close it.
+func (w *Watcher) Done() <-chan struct{} { return w.treeDone }
+
+// checkDone closes rootDone and treeDone when their time has come; the
+// caller holds mu.
+func (w *Watcher) checkDone() {
+	if w.tr.RootAlive() {
+		return
+	}
+	select {
+	case <-w.rootDone:
+	default:
+		close(w.rootDone)
+	}
+	if w.tr.Len() > 0 {
+		return
+	}
+	select {
+	case <-w.treeDone:
+	default:
+		close(w.treeDone)
+	}
+}
+
 // WatcherStats are a Watcher's totals since Attach.
 type WatcherStats struct {
 	// Reconciles counts the checks against /proc: full host scans
@@ -241,8 +276,7 @@ type WatcherStats struct {
 	Reconciles, FullScans uint64
 	// ReconcileTime is their total duration; LastReconcile the last one's.
 	ReconcileTime, LastReconcile time.Duration
-	// Repairs counts the corrections reconciles made, as reported by Poll
-	// so far.
+	// Repairs counts the corrections reconciles made.
 	Repairs uint64
 	// Overruns counts the kernel's overruns seen.
 	Overruns uint64
@@ -258,7 +292,9 @@ func (s *WatcherStats) countReconcile(d time.Duration) {
 func (w *Watcher) Stats() WatcherStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.stats
+	st := w.stats
+	st.Repairs = w.tr.TotalRepairs()
+	return st
 }
 
 // Hub returns the Hub that feeds the Watcher (its private one if
@@ -294,7 +330,6 @@ func (w *Watcher) Poll() (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	ch := w.tr.Take()
-	w.stats.Repairs += uint64(ch.Repairs)
 	snap := Snapshot{
 		Time:      time.Now(),
 		Root:      w.root,
@@ -525,6 +560,7 @@ func (w *Watcher) confirm() {
 	if w.closed {
 		return
 	}
+	defer w.checkDone()
 	for _, id := range goneS {
 		p, ok := w.tr.Member(id.PID)
 		if !ok || p.ID != id {
@@ -604,6 +640,7 @@ func (w *Watcher) applyScanLocked(opt tracker.ScanOptions) *tracker.ScanResult {
 	for _, id := range r.Removed {
 		w.left(id.PID)
 	}
+	defer w.checkDone()
 	for _, info := range gone {
 		if _, still := w.tr.Member(info.PID); still {
 			continue
@@ -735,6 +772,12 @@ func (w *Watcher) onExec(ev *connector.Event, info *procInfo, clk *clocks) {
 		w.tr.Update(p.ID, func(p *tracker.Proc) {
 			p.Name, p.Cmdline, p.CmdlineTruncated, p.State = info.comm, cmd, trunc, info.entry.State
 		})
+	} else {
+		// The process was gone before its new image could be read: the
+		// old name would be wrong, so the name is unknown.
+		w.tr.Update(p.ID, func(p *tracker.Proc) {
+			p.Name, p.Cmdline, p.CmdlineTruncated = "", nil, false
+		})
 	}
 	if len(w.subs) > 0 {
 		at := clk.wallOf(ev.Timestamp)
@@ -834,6 +877,7 @@ func (w *Watcher) exitLocked(pid int, status *uint32, at time.Time, kernel time.
 	}
 	w.tr.Exit(pid, st, at)
 	w.left(pid)
+	w.checkDone()
 	if len(w.subs) == 0 {
 		return
 	}

@@ -131,6 +131,7 @@ type Tracker struct {
 	members   map[int]*Proc // by PID, the root included while it lives
 	nonRoot   int           // members besides the root
 	leaders   int           // members whose leader thread exited first
+	repairs   uint64        // all repairs, Take or not
 
 	pending    Changes
 	tombstones []Tombstone // ring of the last cfg.Tombstones
@@ -234,8 +235,12 @@ func (t *Tracker) Update(id Identity, f func(*Proc)) {
 func (t *Tracker) Take() Changes {
 	c := t.pending
 	t.pending = Changes{}
+	t.repairs += uint64(c.Repairs)
 	return c
 }
+
+// TotalRepairs counts every repair since New, taken or not.
+func (t *Tracker) TotalRepairs() uint64 { return t.repairs + uint64(t.pending.Repairs) }
 
 // Tombstones appends the kept tombstones to dst, oldest first.
 func (t *Tracker) Tombstones(dst []Tombstone) []Tombstone {
