@@ -96,15 +96,15 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 	}
 
 	w := &Watcher{
-		cfg:     c,
-		fs:      fs,
-		root:    Identity{PID: pid, StartTicks: st.StartTicks},
-		scanner: fs.NewScanner(),
+		cfg:      c,
+		fs:       fs,
+		root:     Identity{PID: pid, StartTicks: st.StartTicks},
+		scanner:  fs.NewScanner(),
 		kick:     make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		rootDone: make(chan struct{}),
 		treeDone: make(chan struct{}),
-		stop:    make(chan struct{}),
+		stop:     make(chan struct{}),
 	}
 	w.tr = tracker.New(tracker.Identity(w.root), tracker.Config{
 		MaxDepth:    c.MaxDepth,
