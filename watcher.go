@@ -16,6 +16,10 @@ import (
 // statuses and exact data) are applied first.
 const confirmDelay = 200 * time.Millisecond
 
+// goneMemory is how long a removed identity is kept from being added back
+// by a scan that still shows it running (see tracker.PruneGone).
+const goneMemory = 5 * time.Second
+
 // fullScanEvery makes every n-th periodic reconcile in connector mode a
 // full host scan; the others check the members alone (tree-local), which
 // costs one /proc read per member.
@@ -48,7 +52,8 @@ type Watcher struct {
 	suspects   []tracker.Identity
 	candidates []tracker.Entry
 
-	stats WatcherStats // totals since Attach, under mu
+	stats     WatcherStats // totals since Attach, under mu
+	lastPrune time.Time
 
 	rootDone chan struct{} // closed when the root has exited
 	treeDone chan struct{} // closed when the root and every member have
@@ -449,6 +454,9 @@ func (w *Watcher) loop(iv time.Duration) {
 		case <-tick:
 			n++
 			err = w.reconcile(w.mode == ModePoll || n%fullScanEvery == 0)
+			w.mu.Lock()
+			w.tr.PruneGone(time.Now().Add(-goneMemory))
+			w.mu.Unlock()
 		case <-confirm.C:
 			armed = false
 			w.confirm()
@@ -878,6 +886,12 @@ func (w *Watcher) exitLocked(pid int, status *uint32, at time.Time, kernel time.
 	w.tr.Exit(pid, st, at)
 	w.left(pid)
 	w.checkDone()
+	// Without periodic reconciles nothing else prunes the removed
+	// identities; a storm must not make them pile up.
+	if w.tr.GoneLen() > 4096 && at.Sub(w.lastPrune) > time.Second {
+		w.tr.PruneGone(at.Add(-goneMemory))
+		w.lastPrune = at
+	}
 	if len(w.subs) == 0 {
 		return
 	}

@@ -239,6 +239,18 @@ func (t *Tracker) AddFound(e Entry, at time.Time) *Proc {
 	return p
 }
 
-// Forget drops the record of a removed identity once the caller knows /proc
-// no longer shows it; ApplyScan does the same for everything it scans.
-func (t *Tracker) Forget(id Identity) { delete(t.gone, id) }
+// PruneGone forgets the identities removed before the given time. The record
+// guards against a scan that shows an exiting process as still running,
+// which lasts the moment of the process's exit, so a few seconds is
+// plenty; pruning bounds its memory in event-driven use, where full scans
+// (which also prune) are rare.
+func (t *Tracker) PruneGone(before time.Time) {
+	for id, at := range t.gone {
+		if at.Before(before) {
+			delete(t.gone, id)
+		}
+	}
+}
+
+// GoneLen returns how many removed identities are remembered.
+func (t *Tracker) GoneLen() int { return len(t.gone) }

@@ -140,8 +140,9 @@ type Tracker struct {
 	// gone holds the identities removed while /proc may still show them
 	// (a process is reported by its exit event while it is still in
 	// do_exit, and shows as running for a moment), so that a scan does not
-	// add them back. ApplyScan forgets those /proc no longer shows.
-	gone map[Identity]struct{}
+	// add them back, with when they were removed. ApplyScan forgets those
+	// /proc no longer shows, PruneGone those removed long enough ago.
+	gone map[Identity]time.Time
 
 	// scan scratch, reused
 	index     map[int]int32
@@ -162,7 +163,7 @@ func New(root Identity, cfg Config, at time.Time) *Tracker {
 		index:     make(map[int]int32),
 		status:    make(map[int]int8),
 		candDepth: make(map[int]int),
-		gone:      make(map[Identity]struct{}),
+		gone:      make(map[Identity]time.Time),
 	}
 	t.members[root.PID] = &Proc{ID: root, FirstSeen: at}
 	if cfg.IncludeRoot {
@@ -281,7 +282,7 @@ func (t *Tracker) remove(p *Proc, exit Exit) {
 	} else {
 		t.nonRoot--
 	}
-	t.gone[p.ID] = struct{}{}
+	t.gone[p.ID] = exit.Time
 	exit.ID = p.ID
 	t.pending.Exits = append(t.pending.Exits, exit)
 	if isRoot && !t.cfg.IncludeRoot {

@@ -374,3 +374,18 @@ func TestDeferredScan(t *testing.T) {
 		t.Errorf("Repairs = %d, want 3", c.Repairs)
 	}
 }
+
+func TestPruneGone(t *testing.T) {
+	tr := New(id(1, 1), Config{}, t0)
+	for pid := 10; pid < 20; pid++ {
+		tr.Fork(1, id(pid, 5), false, t0)
+		tr.Exit(pid, 0, t0.Add(time.Duration(pid)*time.Second))
+	}
+	if tr.GoneLen() != 10 {
+		t.Fatalf("GoneLen = %d", tr.GoneLen())
+	}
+	tr.PruneGone(t0.Add(15 * time.Second))
+	if tr.GoneLen() != 5 {
+		t.Errorf("after pruning: %d, want the 5 removed at 15 s or later", tr.GoneLen())
+	}
+}
