@@ -25,8 +25,12 @@ const (
 
 // Defaults applied to zero Config fields.
 const (
-	DefaultCmdlineMaxChars   = 4096
-	DefaultTombstoneLimit    = 1000
+	// DefaultCmdlineMaxChars is the cap on a captured command line.
+	DefaultCmdlineMaxChars = 4096
+	// DefaultTombstoneLimit is how many tombstones a Watcher keeps.
+	DefaultTombstoneLimit = 1000
+	// DefaultReconcileInterval is the period of the safety-net reconcile in
+	// connector mode.
 	DefaultReconcileInterval = 2 * time.Second
 )
 
