@@ -153,6 +153,11 @@ type Snapshot struct {
 	// previous Poll (connector mode): members found that no event announced,
 	// members gone without an exit event.
 	Repairs int
+	// Compacted counts the processes born and gone since the previous Poll
+	// that were dropped from the Delta (and their exits and tombstones)
+	// because more than MaxPendingChanges changes piled up without a Poll.
+	// The live set still follows from the Delta.
+	Compacted int
 }
 
 // PIDs returns the PIDs of Processes, in order.

@@ -16,6 +16,13 @@ import (
 // statuses and exact data) are applied first.
 const confirmDelay = 200 * time.Millisecond
 
+// MaxPendingChanges bounds the Delta a Watcher accumulates between two
+// Polls (Added plus Removed). A program that only reads the event stream and
+// never polls would otherwise hold every process ever seen; past the bound,
+// processes that were born and gone since the last Poll are dropped from the
+// Delta and counted in Snapshot.Compacted.
+const MaxPendingChanges = 1 << 18
+
 // goneMemory is how long a removed identity is kept from being added back
 // by a scan that still shows it running (see tracker.PruneGone).
 const goneMemory = 5 * time.Second
@@ -116,6 +123,7 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 		MaxMembers:  c.MaxDescendants,
 		IncludeRoot: c.IncludeRoot,
 		Tombstones:  w.tombstoneLimit(),
+		MaxPending:  MaxPendingChanges,
 	}, time.Now())
 	cmd, cmdTrunc := w.readCmdline(pid)
 	w.tr.Update(tracker.Identity(w.root), func(p *tracker.Proc) {
@@ -343,6 +351,7 @@ func (w *Watcher) Poll() (Snapshot, error) {
 		Mode:      w.mode,
 		Overruns:  w.overruns,
 		Repairs:   ch.Repairs,
+		Compacted: ch.Compacted,
 		Delta: Delta{
 			Added:   identities(ch.Added),
 			Removed: identities(ch.Removed),

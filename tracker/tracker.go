@@ -105,6 +105,12 @@ type Changes struct {
 	// Repairs counts the corrections a scan made to the event-driven set:
 	// members found missing, vanished members, identities fixed.
 	Repairs int
+	// Compacted counts the processes dropped from Added, Removed, Exits and
+	// Tombstones because Take was not called before Config.MaxPending
+	// changes piled up. Only processes that were both added and removed are
+	// dropped from Added and Removed, so the live set still follows from
+	// them; their exits and tombstones are lost.
+	Compacted int
 }
 
 // Config bounds the tracker.
@@ -120,6 +126,10 @@ type Config struct {
 	// Tombstones is how many tombstones Tombstones keeps (oldest dropped
 	// first); 0 keeps none.
 	Tombstones int
+	// MaxPending bounds the changes kept between two Takes (Added plus
+	// Removed); past it, the processes born and gone in between are
+	// dropped (Changes.Compacted). 0 means no bound.
+	MaxPending int
 }
 
 // Tracker holds the membership of one tree. It is not safe for concurrent
@@ -289,6 +299,9 @@ func (t *Tracker) remove(p *Proc, exit Exit) {
 		return
 	}
 	t.pending.Removed = append(t.pending.Removed, p.ID)
+	if t.cfg.MaxPending > 0 && len(t.pending.Added)+len(t.pending.Removed) > t.cfg.MaxPending {
+		t.compact()
+	}
 	if t.cfg.Tombstones > 0 {
 		ts := Tombstone{Proc: *p, Removed: exit.Time, Exit: exit}
 		ts.Proc.leaderExit = nil
@@ -299,5 +312,41 @@ func (t *Tracker) remove(p *Proc, exit Exit) {
 			t.tombstones[t.tombNext] = ts
 			t.tombNext = (t.tombNext + 1) % t.cfg.Tombstones
 		}
+	}
+}
+
+// compact drops the processes that were both added and removed since the
+// last Take from the pending changes, and trims exits and tombstones to the
+// same bound. The live set still follows from what is left.
+func (t *Tracker) compact() {
+	c := &t.pending
+	born := make(map[Identity]bool, len(c.Added))
+	for _, id := range c.Added {
+		born[id] = true
+	}
+	both := make(map[Identity]bool)
+	removed := c.Removed[:0]
+	for _, id := range c.Removed {
+		if born[id] {
+			both[id] = true
+			continue
+		}
+		removed = append(removed, id)
+	}
+	c.Removed = removed
+	added := c.Added[:0]
+	for _, id := range c.Added {
+		if !both[id] {
+			added = append(added, id)
+		}
+	}
+	c.Added = added
+	c.Compacted += len(both)
+	keep := max(t.cfg.MaxPending/2, 1)
+	if n := len(c.Exits) - keep; n > 0 {
+		c.Exits = append(c.Exits[:0:0], c.Exits[n:]...)
+	}
+	if n := len(c.Tombstones) - keep; n > 0 {
+		c.Tombstones = append(c.Tombstones[:0:0], c.Tombstones[n:]...)
 	}
 }

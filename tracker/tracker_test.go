@@ -389,3 +389,32 @@ func TestPruneGone(t *testing.T) {
 		t.Errorf("after pruning: %d, want the 5 removed at 15 s or later", tr.GoneLen())
 	}
 }
+
+func TestCompactKeepsLiveSetDerivable(t *testing.T) {
+	tr := New(id(1, 1), Config{MaxPending: 100}, t0)
+	// 10 long-lived members, then 1,000 short ones: without a Take the
+	// changes are compacted, and the survivors are still in Added.
+	for pid := 2; pid < 12; pid++ {
+		tr.Fork(1, id(pid, 1), false, t0)
+	}
+	for pid := 100; pid < 1100; pid++ {
+		tr.Fork(1, id(pid, 2), false, t0)
+		tr.Exit(pid, 0, t0)
+	}
+	c := tr.Take()
+	live := map[Identity]bool{}
+	for _, x := range c.Added {
+		live[x] = true
+	}
+	for _, x := range c.Removed {
+		delete(live, x)
+	}
+	if len(live) != 10 || c.Compacted == 0 || len(c.Added)+len(c.Removed) > 100 || len(c.Exits) > 100 {
+		t.Errorf("live %d, compacted %d, added %d, removed %d, exits %d", len(live), c.Compacted, len(c.Added), len(c.Removed), len(c.Exits))
+	}
+	for pid := 2; pid < 12; pid++ {
+		if !live[id(pid, 1)] {
+			t.Errorf("member %d lost from the delta", pid)
+		}
+	}
+}
