@@ -345,6 +345,30 @@ func TestConnectorSlowSubscriberGetsLostMarker(t *testing.T) {
 	}
 }
 
+// TestConnectorLostMarkerWithoutLaterEvent: a subscriber that missed the
+// last events of a burst is told so once it has room, though no later
+// event comes to carry the marker.
+func TestConnectorLostMarkerWithoutLaterEvent(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	sub := w.Subscribe(2)
+	for pid := 300; pid < 310; pid++ {
+		fw.host.Set(fakeproc.Proc{PID: pid, PPID: 101, Comm: "s", StartTicks: ticks()})
+		fw.emit(forkEv(101, pid))
+	}
+	waitFor(t, "forks", func() bool { return len(w.LivePIDs()) == 11 })
+	<-sub.C
+	<-sub.C
+	select {
+	case ev := <-sub.C:
+		if ev.Type != EventLost || ev.Lost != 8 || ev.Overrun {
+			t.Errorf("marker %+v, want EventLost with Lost 8", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lost marker never came")
+	}
+}
+
 func TestHubSharedAndReleased(t *testing.T) {
 	fw := newFakeWorld(t)
 	w1 := fw.attach(Config{})

@@ -123,8 +123,25 @@ func (s *Subscription) Close() {
 	}
 }
 
-// deliver sends ev without blocking; the caller holds w.mu.
+// lostRetry is how soon the Watcher retries delivering a pending EventLost
+// marker to a subscriber whose channel was full, when no later event
+// carries it.
+const lostRetry = 20 * time.Millisecond
+
+// deliver sends ev without blocking; the caller holds w.mu. A marker that
+// becomes pending is retried by the Watcher's loop, so that it arrives even
+// if no later event does.
 func (s *Subscription) deliver(ev *Event) {
+	if s.pendingLost > 0 || s.pendingOver {
+		s.send(ev)
+		return
+	}
+	s.send(ev)
+	s.notePending()
+}
+
+// send does deliver's work.
+func (s *Subscription) send(ev *Event) {
 	if s.pendingLost > 0 || s.pendingOver {
 		marker := Event{Type: EventLost, Time: ev.Time, Lost: s.pendingLost, Overrun: s.pendingOver}
 		select {
@@ -152,6 +169,43 @@ func (s *Subscription) deliver(ev *Event) {
 		s.pendingLost++
 		s.lost++
 	}
+}
+
+// notePending asks the Watcher's loop to retry the delivery of a marker
+// that became pending; the caller holds w.mu.
+func (s *Subscription) notePending() {
+	if s.pendingLost == 0 && !s.pendingOver {
+		return
+	}
+	select {
+	case s.w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// flush delivers the pending EventLost marker if there is room now; the
+// caller holds w.mu.
+func (s *Subscription) flush(now time.Time) {
+	if s.pendingLost == 0 && !s.pendingOver {
+		return
+	}
+	select {
+	case s.ch <- Event{Type: EventLost, Time: now, Lost: s.pendingLost, Overrun: s.pendingOver}:
+		s.pendingLost, s.pendingOver = 0, false
+	default:
+	}
+}
+
+// flushLost retries the pending markers of every subscriber and reports
+// whether some are still pending; the caller holds w.mu.
+func (w *Watcher) flushLost() bool {
+	pending := false
+	now := time.Now()
+	for _, s := range w.subs {
+		s.flush(now)
+		pending = pending || s.pendingLost > 0 || s.pendingOver
+	}
+	return pending
 }
 
 // emit delivers ev to every subscriber; the caller holds w.mu.

@@ -51,6 +51,9 @@ type Hub struct {
 
 	forks, execs, exits, others atomic.Uint64
 	overruns, lost              atomic.Uint64
+	// busy is set while the reader holds received events it has not
+	// applied yet.
+	busy atomic.Bool
 }
 
 // HubStats counts what a Hub received since it was made.
@@ -183,6 +186,23 @@ func (h *Hub) lookup(pid int, dst []*Watcher) []*Watcher {
 	return dst
 }
 
+// settled reports whether the reader has applied every event the kernel
+// had queued: the socket's queue is empty and no received batch is being
+// applied. A socket that cannot tell counts as settled.
+func (h *Hub) settled() bool {
+	h.mu.Lock()
+	conn := h.conn
+	h.mu.Unlock()
+	if conn == nil {
+		return true
+	}
+	mi, err := conn.MemInfo()
+	if err == nil && mi.RmemAlloc > 0 {
+		return false
+	}
+	return !h.busy.Load()
+}
+
 // snapshotWatchers returns the attached watchers.
 func (h *Hub) snapshotWatchers() []*Watcher {
 	h.mu.Lock()
@@ -265,7 +285,9 @@ func (r *reader) run(done chan struct{}) {
 	for {
 		evs, err := r.conn.Receive(buf[:0])
 		if len(evs) > 0 {
+			r.h.busy.Store(true)
 			r.dispatch(evs)
+			r.h.busy.Store(false)
 		}
 		switch {
 		case err == nil:

@@ -27,6 +27,11 @@ const MaxPendingChanges = 1 << 18
 // by a scan that still shows it running (see tracker.PruneGone).
 const goneMemory = 5 * time.Second
 
+// maxConfirmWaits bounds how many times (of confirmDelay each) a
+// confirmation is put off while the hub still has kernel events to apply:
+// on a host that never lets the queue drain, it acts after 5 s anyway.
+const maxConfirmWaits = 25
+
 // fullScanEvery makes every n-th periodic reconcile in connector mode a
 // full host scan; the others check the members alone (tree-local), which
 // costs one /proc read per member.
@@ -64,6 +69,8 @@ type Watcher struct {
 
 	rootDone chan struct{} // closed when the root has exited
 	treeDone chan struct{} // closed when the root and every member have
+
+	confirmWaits int // times the pending confirmation was put off (loop only)
 
 	kick chan struct{} // asks the loop for a full reconcile now
 	wake chan struct{} // asks the loop to look for due confirmations
@@ -342,6 +349,7 @@ func (w *Watcher) Poll() (Snapshot, error) {
 		w.bgErr = nil
 		return Snapshot{}, err
 	}
+	w.flushLost()
 	ch := w.tr.Take()
 	snap := Snapshot{
 		Time:      time.Now(),
@@ -451,6 +459,11 @@ func (w *Watcher) loop(iv time.Duration) {
 		confirm.Reset(confirmDelay)
 		armed = true
 	}
+	// Retries of lost-event markers that subscribers had no room for.
+	lostT := time.NewTimer(time.Hour)
+	lostT.Stop()
+	defer lostT.Stop()
+	lostArmed := false
 	n := 0
 	for {
 		var err error
@@ -469,6 +482,8 @@ func (w *Watcher) loop(iv time.Duration) {
 		case <-confirm.C:
 			armed = false
 			w.confirm()
+		case <-lostT.C:
+			lostArmed = false
 		}
 		if err != nil {
 			w.mu.Lock()
@@ -478,6 +493,13 @@ func (w *Watcher) loop(iv time.Duration) {
 		if !armed && w.hasPending() {
 			confirm.Reset(confirmDelay)
 			armed = true
+		}
+		w.mu.Lock()
+		lost := w.flushLost()
+		w.mu.Unlock()
+		if lost && !lostArmed {
+			lostT.Reset(lostRetry)
+			lostArmed = true
 		}
 	}
 }
@@ -540,6 +562,16 @@ func (w *Watcher) checkMembers() {
 // candidates still alive and still unannounced are added, and processes
 // whose first thread exited are checked again.
 func (w *Watcher) confirm() {
+	// The events queued when the reconcile looked may still be waiting in
+	// the socket, or be in the reader's hands, under load or while another
+	// watcher of the hub holds it up: their exit statuses must win over a
+	// scan, so put the confirmation off until they are applied (the loop
+	// re-arms it, since it is still pending).
+	if w.hub != nil && !w.hub.settled() && w.confirmWaits < maxConfirmWaits {
+		w.confirmWaits++
+		return
+	}
+	w.confirmWaits = 0
 	w.mu.Lock()
 	suspects, candidates := w.suspects, w.candidates
 	w.suspects, w.candidates = nil, nil

@@ -15,6 +15,12 @@ import (
 
 func TestMain(m *testing.M) {
 	workload.MaybeRun() // this binary is also the workload's root
+	if os.Getenv(envWatchProc) != "" {
+		os.Exit(watchProcMain()) // a watcher process of its own
+	}
+	if os.Getenv(envForker) != "" {
+		os.Exit(forkerMain()) // a root that forks on request
+	}
 	goleak.VerifyTestMain(m)
 }
 

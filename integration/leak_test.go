@@ -1,0 +1,75 @@
+package integration
+
+import (
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/process-watchman/watchman"
+)
+
+// TestIntegrationAttachCloseCycles attaches and closes 1,000 times with the
+// real connector, on private hubs and on a shared one (two watchers per
+// cycle, so its socket opens and closes each time), with a subscription
+// and a Poll each: descriptors and goroutines come back to where they
+// were. (TestMain's goleak check covers the goroutines once more.)
+func TestIntegrationAttachCloseCycles(t *testing.T) {
+	requireConnector(t)
+	root := exec.Command("sleep", "1000")
+	if err := root.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Process.Kill(); root.Wait() })
+	const cycles = 1000
+	for _, shared := range []bool{false, true} {
+		name := "private"
+		if shared {
+			name = "shared"
+		}
+		t.Run(name, func(t *testing.T) {
+			hub := watchman.NewHub(nil)
+			cycle := func() {
+				n := 1
+				if shared {
+					n = 2
+				}
+				var ws []*watchman.Watcher
+				for range n {
+					cfg := &watchman.Config{Strategy: watchman.StrategyConnector}
+					if shared {
+						cfg.Hub = hub
+					}
+					w, err := watchman.Attach(root.Process.Pid, cfg)
+					if err != nil {
+						t.Fatal(err)
+					}
+					w.Subscribe(1)
+					if _, err := w.Poll(); err != nil {
+						t.Fatal(err)
+					}
+					ws = append(ws, w)
+				}
+				for _, w := range ws {
+					if err := w.Close(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			cycle() // warm up what the runtime opens once
+			fds, gs := openFDs(t), runtime.NumGoroutine()
+			for range cycles {
+				cycle()
+			}
+			after := openFDs(t)
+			if after != fds {
+				t.Errorf("%d descriptors before %d Attach/Close cycles, %d after", fds, cycles, after)
+			}
+			var g int
+			if !eventually(5*time.Second, func() bool { g = runtime.NumGoroutine(); return g <= gs }) {
+				t.Errorf("%d goroutines before %d Attach/Close cycles, %d after", gs, cycles, g)
+			}
+			t.Logf("%s hub: %d cycles, descriptors %d before and %d after, goroutines %d and %d", name, cycles, fds, after, gs, g)
+		})
+	}
+}

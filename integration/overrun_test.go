@@ -1,0 +1,349 @@
+package integration
+
+import (
+	"errors"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/process-watchman/watchman"
+	"github.com/process-watchman/watchman/internal/workload"
+)
+
+// longLived is the number of long-lived children in overrunSpec: after a
+// storm they are the tree, and the live set must equal them.
+const longLived = 200
+
+// overrunSpec is a storm of 3,000 orphan wrappers (6,000 short processes,
+// reparented grandchildren included) around 200 children that live until
+// the test kills the workload.
+func overrunSpec() workload.Spec {
+	return workload.Spec{
+		Storm:   &workload.Storm{Count: longLived, Lifetime: 10 * time.Minute},
+		Orphans: &workload.Orphans{Count: 3000},
+		Timeout: 15 * time.Minute,
+	}
+}
+
+// overrunProcesses is the number of processes overrunSpec makes.
+const overrunProcesses = longLived + 2*3000
+
+// quiet tells when a count has stopped changing for a while: the storm is
+// over once the tree's additions stop. The workload's ground truth later
+// confirms that every process had been made (checkStormOver).
+type quiet struct {
+	n     int
+	since time.Time
+}
+
+func (q *quiet) settled(n int) bool {
+	if n != q.n || q.since.IsZero() {
+		q.n, q.since = n, time.Now()
+		return false
+	}
+	return time.Since(q.since) >= 500*time.Millisecond
+}
+
+// checkStormOver fails the test if the workload had not made all its
+// processes when the live set was compared with /proc.
+func checkStormOver(t *testing.T, res *workload.Result) {
+	t.Helper()
+	if len(res.Records) != overrunProcesses {
+		t.Fatalf("the workload made %d processes, want %d: the storm was not over when the live set was checked", len(res.Records), overrunProcesses)
+	}
+}
+
+// startWorkload starts spec held at its gate; the test's cleanup kills it.
+func startWorkload(t *testing.T, spec workload.Spec) *workload.Process {
+	t.Helper()
+	p, err := workload.Start(spec)
+	if errors.Is(err, workload.ErrRaceCover) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Kill() })
+	return p
+}
+
+// killWorkload stops a workload whose children would live on, and returns
+// its ground truth.
+func killWorkload(t *testing.T, p *workload.Process) *workload.Result {
+	t.Helper()
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Wait()
+	if !errors.Is(err, workload.ErrKilled) || res == nil {
+		t.Fatalf("workload: %v", err)
+	}
+	return res
+}
+
+// eventTally counts what a subscriber received.
+type eventTally struct {
+	mu                   sync.Mutex
+	events, overruns     int    // all events; EventLost{Overrun}
+	overrunLost, subLost uint64 // Lost of overrun markers; of subscriber markers
+}
+
+func (e *eventTally) add(ev watchman.Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.events++
+	if ev.Type != watchman.EventLost {
+		return
+	}
+	if ev.Overrun {
+		e.overruns++
+		e.overrunLost += ev.Lost
+	} else {
+		e.subLost += ev.Lost
+	}
+}
+
+func (e *eventTally) get() eventTally {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return eventTally{events: e.events, overruns: e.overruns, overrunLost: e.overrunLost, subLost: e.subLost}
+}
+
+// consume reads sub until it is closed, pausing pause after each event.
+func consume(sub *watchman.Subscription, pause time.Duration, tally *eventTally, wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ev := range sub.C {
+			tally.add(ev)
+			if pause > 0 {
+				time.Sleep(pause)
+			}
+		}
+	}()
+}
+
+// TestIntegrationOverrunTinyBuffer forces overruns with a 4 KiB receive
+// buffer (the kernel doubles it: a dozen messages) during a storm of 6,000
+// processes, with one subscriber that drains its channel and one slow
+// consumer. Every kernel drop must be accounted for (Hub.Stats().Lost equals
+// the socket's drop counter in /proc/net/netlink), every overrun reported
+// in Snapshot.Overruns, WatcherStats and as an EventLost{Overrun}; after the
+// repair the live set equals /proc; the slow consumer is told exactly how
+// many events it missed.
+func TestIntegrationOverrunTinyBuffer(t *testing.T) {
+	requireConnector(t)
+	p := startWorkload(t, overrunSpec())
+	hub := watchman.NewHub(&watchman.HubConfig{ReadBuffer: 4096})
+	w, err := watchman.Attach(p.PID(), &watchman.Config{Hub: hub, Strategy: watchman.StrategyConnector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer w.Close()
+	var fast, slow eventTally
+	fastSub, slowSub := w.Subscribe(1<<16), w.Subscribe(8)
+	consume(fastSub, 0, &fast, &wg)
+	consume(slowSub, time.Millisecond, &slow, &wg)
+
+	snapOverruns, repairs, added := 0, 0, 0
+	poll := func() watchman.Snapshot {
+		s, err := w.Poll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		snapOverruns += s.Overruns
+		repairs += s.Repairs
+		added += len(s.Delta.Added)
+		return s
+	}
+	var q quiet
+	if err := p.Go(); err != nil {
+		t.Fatal(err)
+	}
+	var truth, got []int
+	if !eventually(60*time.Second, func() bool {
+		poll()
+		var ok bool
+		truth, got, ok = stableTruth(t, p.PID(), w.LivePIDs)
+		return q.settled(added) && ok && len(truth) == longLived && slices.Equal(truth, got)
+	}) {
+		t.Fatalf("after the storm the watcher has %d live, /proc %d (want %d): missing %v, extra %v",
+			len(got), len(truth), longLived, diff(truth, got), diff(got, truth))
+	}
+	drops, sockets := kernelDrops(t, os.Getpid())
+	if sockets != 1 {
+		t.Fatalf("%d proc connector sockets in this process, want the hub's one", sockets)
+	}
+	if drops == 0 {
+		t.Fatal("the kernel dropped no event: the test could not force an overrun")
+	}
+	var hs watchman.HubStats
+	var ws watchman.WatcherStats
+	var ft eventTally
+	if !eventually(30*time.Second, func() bool {
+		poll()
+		drops, _ = kernelDrops(t, os.Getpid())
+		hs, ws, ft = hub.Stats(), w.Stats(), fast.get()
+		return hs.Lost == drops && hs.Overruns >= 1 && ws.Overruns == hs.Overruns &&
+			uint64(snapOverruns) == hs.Overruns && uint64(ft.overruns) == hs.Overruns && ft.overrunLost == hs.Lost
+	}) {
+		t.Fatalf("kernel drops %d; hub %+v; watcher overruns %d; Snapshot.Overruns summed %d; overrun markers %d (lost %d)",
+			drops, hs, ws.Overruns, snapOverruns, ft.overruns, ft.overrunLost)
+	}
+	if repairs == 0 {
+		t.Error("overruns lost events but no reconcile repaired anything")
+	}
+
+	res := killWorkload(t, p)
+	checkStormOver(t, res)
+	if !eventually(30*time.Second, func() bool { s := poll(); return !s.RootAlive && len(s.Processes) == 0 }) {
+		t.Fatalf("after the workload ended the watcher still sees %v", w.LivePIDs())
+	}
+	// The slow consumer reads on until it has all that was sent, then it
+	// must have been told of every event it missed and of every kernel
+	// drop (a marker that waited for room merges both counts, and is an
+	// overrun marker if either was).
+	var st eventTally
+	hs = hub.Stats()
+	if !eventually(30*time.Second, func() bool {
+		st = slow.get()
+		return len(slowSub.C) == 0 && st.subLost+st.overrunLost == slowSub.Lost()+hs.Lost && st.overruns >= 1
+	}) {
+		t.Errorf("slow consumer: missed %d, kernel drops %d; told of %d in plain markers, %d in %d overrun markers",
+			slowSub.Lost(), hs.Lost, st.subLost, st.overrunLost, st.overruns)
+	}
+	t.Logf("%d processes; kernel drops %d in %d overruns, all reported; %d repairs; live set = /proc (%d); slow consumer got %d events, missed %d, all told",
+		len(res.Records), drops, hs.Overruns, repairs, len(truth), st.events, slowSub.Lost())
+}
+
+// diff returns the elements of a not in b (both sorted).
+func diff(a, b []int) []int {
+	var out []int
+	for _, x := range a {
+		if _, ok := slices.BinarySearch(b, x); !ok {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// TestIntegrationOverrunWatcherStopped stops a whole watcher process (the
+// test binary re-executed, two watchers: one on a shared hub, one on a
+// private one) with SIGSTOP for 500 ms during a storm, then SIGCONT. With
+// a 64 KiB buffer the kernel must drop events, and every drop must be
+// detected and repaired; with the default 4 MiB buffer, drops are either
+// none (then every process must have been seen) or detected and repaired.
+func TestIntegrationOverrunWatcherStopped(t *testing.T) {
+	requireConnector(t)
+	for _, tc := range []struct {
+		name     string
+		buffer   int
+		mustDrop bool
+	}{
+		{"64KiB", 64 << 10, true},
+		{"default", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startWorkload(t, overrunSpec())
+			wp := startWatchProc(t, watchProcSpec{Root: p.PID(), ReadBuffer: tc.buffer, Watchers: 2, Shared: 1, Stream: true, SubBuffer: 1 << 16})
+			pid := wp.cmd.Process.Pid
+			if err := p.Go(); err != nil {
+				t.Fatal(err)
+			}
+			if !eventually(30*time.Second, func() bool { return len(groupMembers(t, p.PID())) > 0 }) {
+				t.Fatal("the storm does not start")
+			}
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(500 * time.Millisecond)
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+
+			var rep procReport
+			var truth []int
+			var q quiet
+			if !eventually(60*time.Second, func() bool {
+				var ok bool
+				var got []int
+				truth, got, ok = stableTruth(t, p.PID(), func() []int {
+					rep = wp.report(t, "report")
+					return rep.Watchers[0].Live
+				})
+				return q.settled(rep.Watchers[0].Added) && ok && len(truth) == longLived && slices.Equal(truth, got) && slices.Equal(truth, rep.Watchers[1].Live)
+			}) {
+				t.Fatalf("after the storm /proc has %d, the watchers %d and %d", len(truth), len(rep.Watchers[0].Live), len(rep.Watchers[1].Live))
+			}
+			var drops uint64
+			var hubLost, hubOverruns uint64
+			if !eventually(30*time.Second, func() bool {
+				var n int
+				drops, n = kernelDrops(t, pid)
+				rep = wp.report(t, "report")
+				hubLost, hubOverruns = 0, 0
+				for _, h := range rep.Hubs {
+					hubLost += h.Lost
+					hubOverruns += h.Overruns
+					if h.Lost > 0 && h.Overruns == 0 {
+						return false
+					}
+				}
+				for _, w := range rep.Watchers {
+					h := rep.Hubs[w.Hub]
+					if w.Stats.Overruns != h.Overruns || uint64(w.SnapOverruns) != h.Overruns || w.OverrunMarkers != h.Overruns || w.MarkerLost != h.Lost {
+						return false
+					}
+				}
+				return n == 2 && hubLost == drops
+			}) {
+				t.Fatalf("kernel drops %d; report %+v", drops, rep)
+			}
+			if tc.mustDrop && drops == 0 {
+				t.Fatal("the kernel dropped nothing: the stop did not force an overrun")
+			}
+
+			res := killWorkload(t, p)
+			checkStormOver(t, res)
+			if !eventually(30*time.Second, func() bool {
+				rep = wp.report(t, "report")
+				for _, w := range rep.Watchers {
+					if w.RootAlive || len(w.Live) > 0 {
+						return false
+					}
+				}
+				return true
+			}) {
+				t.Fatalf("after the workload ended the watchers still see %+v", rep.Watchers)
+			}
+			for i := range rep.Watchers {
+				added, exits := wp.snapshot(i)
+				missed := 0
+				for _, r := range res.Records {
+					id, ok := matchRecord(added, r)
+					if !ok {
+						missed++
+						continue
+					}
+					if drops == 0 {
+						if x, ok := exits[id]; !ok || !x.Known || x.Code != r.Code || x.Signal != int(r.Signal) {
+							t.Errorf("watcher %d: %s pid %d: exit %+v, want code %d signal %d", i, r.Kind, r.PID, x, r.Code, r.Signal)
+						}
+					}
+				}
+				if drops == 0 && (missed > 0 || len(added) != len(res.Records)) {
+					t.Errorf("watcher %d: no drops, yet %d of %d processes missed and %d added", i, missed, len(res.Records), len(added))
+				}
+				t.Logf("watcher %d: %d of %d processes seen, %d repairs", i, len(res.Records)-missed, len(res.Records), rep.Watchers[i].Repairs)
+			}
+			t.Logf("%s: kernel drops %d in %d overruns over %d hubs, all reported; live set = /proc (%d) after the repair",
+				tc.name, drops, hubOverruns, len(rep.Hubs), len(truth))
+			wp.stop(t)
+		})
+	}
+}
