@@ -1,0 +1,326 @@
+//go:build linux && (amd64 || arm64)
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/process-watchman/watchman"
+	"github.com/process-watchman/watchman/internal/workload"
+	"github.com/process-watchman/watchman/reconcile"
+	"github.com/process-watchman/watchman/tracker"
+	"golang.org/x/sys/unix"
+)
+
+// ---- the table ----
+
+type row struct {
+	section                         int
+	measure, value, target, verdict string
+}
+
+type table struct{ rows []row }
+
+func (t *table) add(section int, measure, value, target, verdict string) {
+	t.rows = append(t.rows, row{section, measure, value, target, verdict})
+	logf("[%d] %s: %s  (target %s) %s", section, measure, value, target, verdict)
+}
+
+func (t *table) print(w io.Writer) {
+	fmt.Fprintln(w, "| # | Measure | Result | Target | Verdict |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	rows := slices.Clone(t.rows)
+	slices.SortStableFunc(rows, func(a, b row) int { return a.section - b.section })
+	for _, r := range rows {
+		sec := strconv.Itoa(r.section)
+		if r.section == 7 {
+			sec = "go"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", sec, r.measure, r.value, r.target, r.verdict)
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**MISSED**"
+}
+
+// ---- the machine ----
+
+type machine struct {
+	Cores  int
+	Model  string
+	Kernel string
+	Procs  int
+	MemMB  int
+	Load   string
+	Go     string
+}
+
+func describeMachine() machine {
+	m := machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Procs: procCount()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		fmt.Sscanf(string(b), "MemTotal: %d kB", &kb)
+		m.MemMB = kb / 1024
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			m.Load = strings.Join(f[:3], " ")
+		}
+	}
+	return m
+}
+
+func (m machine) String() string {
+	return fmt.Sprintf("%d cores (%s), Linux %s, %d MiB RAM, %d processes on the host, %s", m.Cores, m.Model, m.Kernel, m.MemMB, m.Procs, m.Go)
+}
+
+// procCount is the number of processes on the host.
+func procCount() int {
+	fs, err := reconcile.NewFS("")
+	if err != nil {
+		return -1
+	}
+	pids, err := fs.NewScanner().ListPIDs(nil)
+	if err != nil {
+		return -1
+	}
+	return len(pids)
+}
+
+// children returns the PIDs whose parent is ppid.
+func children(ppid int) []int {
+	fs, err := reconcile.NewFS("")
+	if err != nil {
+		return nil
+	}
+	var s reconcile.Scan
+	if err := fs.NewScanner().Scan(&s); err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range s.Entries {
+		if e.PPID == ppid {
+			out = append(out, e.PID)
+		}
+	}
+	return out
+}
+
+// ---- CPU and memory of this process ----
+
+func cpuSelf() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuOf is the user+system CPU of process pid from /proc/PID/stat (in
+// clock ticks, so 10 ms resolution).
+func cpuOf(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	end := bytes.LastIndexByte(b, ')')
+	if end < 0 {
+		return 0, fmt.Errorf("bad stat")
+	}
+	f := strings.Fields(string(b[end+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("bad stat")
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / reconcile.UserHZ), nil
+}
+
+// rssSelf is this process's resident set in bytes.
+func rssSelf() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func monoNow() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// ---- workloads ----
+
+var (
+	liveMu    sync.Mutex
+	liveProcs = map[*workload.Process]bool{}
+)
+
+// startWorkload starts a held workload and remembers it for killAll.
+func startWorkload(spec workload.Spec) (*workload.Process, error) {
+	p, err := workload.Start(spec)
+	if err != nil {
+		return nil, err
+	}
+	liveMu.Lock()
+	liveProcs[p] = true
+	liveMu.Unlock()
+	return p, nil
+}
+
+// finish waits for a workload and forgets it.
+func finish(p *workload.Process) (*workload.Result, error) {
+	res, err := p.Wait()
+	liveMu.Lock()
+	delete(liveProcs, p)
+	liveMu.Unlock()
+	return res, err
+}
+
+func kill(p *workload.Process) {
+	p.Kill()
+	liveMu.Lock()
+	delete(liveProcs, p)
+	liveMu.Unlock()
+}
+
+func killAll() {
+	liveMu.Lock()
+	ps := make([]*workload.Process, 0, len(liveProcs))
+	for p := range liveProcs {
+		ps = append(ps, p)
+	}
+	liveMu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Go(func() { kill(p) })
+	}
+	wg.Wait()
+}
+
+// pool is a workload of n idle children (raw clones sleeping for most of
+// an hour) under one root: idle processes to attach to or to fill the host.
+type pool struct {
+	p    *workload.Process
+	pids []int
+}
+
+func startPool(n int) (*pool, error) {
+	spec := workload.Spec{
+		Storm:   &workload.Storm{Count: n, Lifetime: 50 * time.Minute},
+		Timeout: 55 * time.Minute,
+	}
+	p, err := startWorkload(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Go(); err != nil {
+		kill(p)
+		return nil, err
+	}
+	deadline := time.Now().Add(time.Duration(n)*2*time.Millisecond + 30*time.Second)
+	for {
+		kids := children(p.PID())
+		if len(kids) >= n {
+			return &pool{p: p, pids: kids}, nil
+		}
+		if time.Now().After(deadline) {
+			kill(p)
+			return nil, fmt.Errorf("pool of %d: only %d children after the deadline", n, len(kids))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *pool) stop() { kill(p.p) }
+
+// ---- capture ----
+
+type idSet map[watchman.Identity]bool
+
+func (s idSet) addAll(ids []watchman.Identity) {
+	for _, id := range ids {
+		s[id] = true
+	}
+}
+
+// captured counts the records whose identity is in seen, exactly or
+// within tracker.ApproxTolerance ticks.
+func captured(recs []workload.Record, seen idSet) int {
+	n := 0
+	for _, r := range recs {
+		for d := 0; d <= 2*tracker.ApproxTolerance; d++ {
+			// 0, -1, +1, -2, +2
+			off := int64((d + 1) / 2)
+			if d%2 == 1 {
+				off = -off
+			}
+			if seen[watchman.Identity{PID: r.PID, StartTicks: uint64(int64(r.StartTicks) + off)}] {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+func pct(n, of int) string {
+	if of == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(of))
+}
+
+// percentile of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+func us(d time.Duration) string {
+	return fmt.Sprintf("%.1f µs", float64(d)/1e3)
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+}
