@@ -49,6 +49,11 @@ type Hub struct {
 	idxMu sync.Mutex
 	idx   map[int][]*Watcher // member PID → watchers it is a member of
 
+	// scanMu guards the host scan shared by the watchers.
+	scanMu   sync.Mutex
+	scanner  *reconcile.Scanner
+	lastScan *hostScan
+
 	forks, execs, exits, others atomic.Uint64
 	overruns, lost              atomic.Uint64
 	// busy is set while the reader holds received events it has not
@@ -121,6 +126,9 @@ func (h *Hub) release() {
 	conn, done := h.conn, h.done
 	h.conn, h.done = nil, nil
 	h.mu.Unlock()
+	h.scanMu.Lock()
+	h.lastScan = nil
+	h.scanMu.Unlock()
 	conn.Close()
 	<-done
 }
@@ -184,6 +192,30 @@ func (h *Hub) lookup(pid int, dst []*Watcher) []*Watcher {
 	dst = append(dst, h.idx[pid]...)
 	h.idxMu.Unlock()
 	return dst
+}
+
+// scanHost returns a scan of the whole host that started no earlier than
+// since: the last one if it qualifies, else a new one. The watchers of the
+// hub share it read-only, so N watchers cost one scan per period, not N.
+func (h *Hub) scanHost(since time.Time) (*hostScan, error) {
+	h.scanMu.Lock()
+	defer h.scanMu.Unlock()
+	if h.lastScan != nil && !h.lastScan.start.Before(since) {
+		return h.lastScan, nil
+	}
+	h.mu.Lock()
+	fs := h.fs
+	h.mu.Unlock()
+	if h.scanner == nil {
+		h.scanner = fs.NewScanner()
+	}
+	hs := &hostScan{start: time.Now()}
+	if err := h.scanner.Scan(&hs.scan); err != nil {
+		return nil, fmt.Errorf("watchman: scanning %s: %w", fs.Root(), err)
+	}
+	hs.entries = scanEntries(&hs.scan, make([]tracker.Entry, 0, len(hs.scan.Entries)))
+	h.lastScan = hs
+	return hs, nil
 }
 
 // settled reports whether the reader has applied every event the kernel

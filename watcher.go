@@ -47,12 +47,12 @@ type Watcher struct {
 	modeReason string
 	hub        *Hub // nil in polling mode
 
-	// scanMu serializes scans, which use scanner and scan; they run
+	// scanMu serializes scans, which use scanner, own and view; they run
 	// without mu, so that events keep flowing during a scan.
 	scanMu  sync.Mutex
 	scanner *reconcile.Scanner
-	scan    reconcile.Scan
-	entries []tracker.Entry
+	own     hostScan  // polling mode's scan buffers
+	view    *hostScan // the scan to apply: own, or the hub's
 
 	mu       sync.Mutex // guards what follows
 	tr       *tracker.Tracker
@@ -194,7 +194,9 @@ func (w *Watcher) chooseMode() error {
 // events already flow, so members they added are not removed on the word
 // of a scan that may predate them.
 func (w *Watcher) initialScan() error {
-	err := w.scanApply(tracker.ScanOptions{DeferRemovals: w.mode == ModeConnector}, func(r *tracker.ScanResult) {
+	// The scan must start after the Watcher joined its hub, so that no
+	// process falls between the two.
+	err := w.scanApply(time.Now(), tracker.ScanOptions{DeferRemovals: w.mode == ModeConnector}, func(r *tracker.ScanResult) {
 		for _, id := range r.Suspects {
 			if id == tracker.Identity(w.root) {
 				if _, ok := w.lookupLive(id); !ok {
@@ -216,11 +218,12 @@ func (w *Watcher) initialScan() error {
 	return nil
 }
 
-// scanApply scans the host and applies the scan to the tracker, then calls
-// then (if not nil) with the result, under the locks.
-func (w *Watcher) scanApply(opt tracker.ScanOptions, then func(*tracker.ScanResult)) error {
+// scanApply scans the host (or takes the hub's scan if it started no
+// earlier than since) and applies the scan to the tracker, then calls then
+// (if not nil) with the result, under the locks.
+func (w *Watcher) scanApply(since time.Time, opt tracker.ScanOptions, then func(*tracker.ScanResult)) error {
 	start := time.Now()
-	if err := w.readHost(); err != nil {
+	if err := w.readHost(since); err != nil {
 		return err
 	}
 	w.scanMu.Lock()
@@ -336,7 +339,7 @@ func (w *Watcher) ModeReason() string { return w.modeReason }
 // already current and Poll costs O(members + changes).
 func (w *Watcher) Poll() (Snapshot, error) {
 	if w.mode == ModePoll {
-		if err := w.scanApply(tracker.ScanOptions{}, nil); err != nil {
+		if err := w.scanApply(time.Now(), tracker.ScanOptions{}, nil); err != nil {
 			return Snapshot{}, err
 		}
 	}
@@ -471,11 +474,11 @@ func (w *Watcher) loop(iv time.Duration) {
 		case <-w.stop:
 			return
 		case <-w.kick:
-			err = w.reconcile(true)
+			err = w.reconcile(true, 0)
 		case <-w.wake:
 		case <-tick:
 			n++
-			err = w.reconcile(w.mode == ModePoll || n%fullScanEvery == 0)
+			err = w.reconcile(w.mode == ModePoll || n%fullScanEvery == 0, iv)
 			w.mu.Lock()
 			w.tr.PruneGone(time.Now().Add(-goneMemory))
 			w.mu.Unlock()
@@ -512,16 +515,19 @@ func (w *Watcher) hasPending() bool {
 }
 
 // reconcile checks the tree against /proc: the whole host when full, else
-// the members alone. In connector mode what it finds waits for confirm.
-func (w *Watcher) reconcile(full bool) error {
+// the members alone. A full check may use a host scan that the hub made
+// for another watcher up to maxAge ago: what it finds is confirmed against
+// /proc before it is acted on. In connector mode that waits for confirm.
+func (w *Watcher) reconcile(full bool, maxAge time.Duration) error {
+	since := time.Now().Add(-maxAge)
 	if w.mode == ModePoll {
-		return w.scanApply(tracker.ScanOptions{}, nil)
+		return w.scanApply(since, tracker.ScanOptions{}, nil)
 	}
 	if !full {
 		w.checkMembers()
 		return nil
 	}
-	return w.scanApply(tracker.ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true}, func(r *tracker.ScanResult) {
+	return w.scanApply(since, tracker.ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true}, func(r *tracker.ScanResult) {
 		w.suspects = append(w.suspects, r.Suspects...)
 		w.candidates = append(w.candidates, r.Candidates...)
 	})
@@ -652,46 +658,69 @@ func (w *Watcher) lookupLive(id tracker.Identity) (reconcile.Entry, bool) {
 	return e, true
 }
 
-// readHost scans the whole host into w.scan and w.entries, under scanMu
-// but not mu.
-func (w *Watcher) readHost() error {
+// readHost makes w.view a scan of the whole host that started no earlier
+// than since, under scanMu but not mu. With a Hub the scan is the hub's,
+// shared read-only by its watchers; in polling mode it is the Watcher's own.
+func (w *Watcher) readHost(since time.Time) error {
 	w.scanMu.Lock()
 	defer w.scanMu.Unlock()
-	if err := w.scanner.Scan(&w.scan); err != nil {
+	if w.hub != nil {
+		hs, err := w.hub.scanHost(since)
+		if err != nil {
+			return err
+		}
+		w.view = hs
+		return nil
+	}
+	if err := w.scanner.Scan(&w.own.scan); err != nil {
 		return fmt.Errorf("watchman: scanning %s: %w", w.fs.Root(), err)
 	}
-	w.entries = w.entries[:0]
-	for i := range w.scan.Entries {
-		e := &w.scan.Entries[i]
-		w.entries = append(w.entries, tracker.Entry{
+	w.own.entries = scanEntries(&w.own.scan, w.own.entries[:0])
+	w.own.start = time.Now()
+	w.view = &w.own
+	return nil
+}
+
+// hostScan is one scan of the whole host, as reconcile read it and as the
+// tracker takes it.
+type hostScan struct {
+	start   time.Time
+	scan    reconcile.Scan
+	entries []tracker.Entry
+}
+
+// scanEntries converts a scan for the tracker, appending to dst.
+func scanEntries(s *reconcile.Scan, dst []tracker.Entry) []tracker.Entry {
+	for i := range s.Entries {
+		e := &s.Entries[i]
+		dst = append(dst, tracker.Entry{
 			PID: e.PID, PPID: e.PPID, StartTicks: e.StartTicks, Live: e.Live(), State: e.State,
 			Threaded: e.NumThreads > 1,
 		})
 	}
-	return nil
+	return dst
 }
 
-// applyScanLocked applies the last readHost; the caller holds scanMu and
-// mu.
+// applyScanLocked applies w.view; the caller holds scanMu and mu.
 func (w *Watcher) applyScanLocked(opt tracker.ScanOptions) *tracker.ScanResult {
 	now := time.Now()
-	// Exits are reported before the removal loses the member's data.
-	var gone []ProcessInfo
+	view := w.view
+	// Exits are reported from the members' last state, so keep it until
+	// the scan has said which are gone.
+	var before map[int]ProcessInfo
 	if len(w.subs) > 0 && !opt.DeferRemovals {
-		for _, p := range w.tr.Members(nil) {
-			if i, ok := w.tr.IndexOf(p.ID.PID); !ok || i >= len(w.entries) || w.entries[i].PID != p.ID.PID ||
-				!w.entries[i].Live || w.entries[i].StartTicks != p.ID.StartTicks {
-				gone = append(gone, w.info(p))
-			}
+		members := w.tr.Members(nil)
+		before = make(map[int]ProcessInfo, len(members))
+		for _, p := range members {
+			before[p.ID.PID] = w.info(p)
 		}
 	}
-	r := w.tr.ApplyScan(w.entries, now, opt)
+	r := w.tr.ApplyScan(view.entries, now, opt)
+	defer w.checkDone()
 	for _, id := range r.Removed {
 		w.left(id.PID)
-	}
-	defer w.checkDone()
-	for _, info := range gone {
-		if _, still := w.tr.Member(info.PID); still {
+		info, ok := before[id.PID]
+		if !ok || info.Identity != Identity(id) {
 			continue
 		}
 		x := Exit{Identity: info.Identity, Code: -1, Time: now, Lifetime: max(now.Sub(info.Started), 0)}
@@ -699,10 +728,10 @@ func (w *Watcher) applyScanLocked(opt tracker.ScanOptions) *tracker.ScanResult {
 			Cmdline: info.Cmdline, Depth: info.Depth, Exit: &x, Synthetic: true})
 	}
 	for _, i := range r.Added {
-		e := &w.scan.Entries[i]
+		e := &view.scan.Entries[i]
 		id := tracker.Identity{PID: e.PID, StartTicks: e.StartTicks}
 		cmd, trunc := w.readCmdline(e.PID)
-		name := w.scan.Comm(i)
+		name := view.scan.Comm(i)
 		w.tr.Update(id, func(p *tracker.Proc) {
 			p.Name, p.Cmdline, p.CmdlineTruncated = name, cmd, trunc
 		})
@@ -722,15 +751,16 @@ func (w *Watcher) applyScanLocked(opt tracker.ScanOptions) *tracker.ScanResult {
 // empty (the kernel sets the new arguments after the new name), so empty
 // ones are read again too.
 func (w *Watcher) refreshNames() {
+	scan := &w.view.scan
 	for _, p := range w.tr.Members(nil) {
 		i, ok := w.tr.IndexOf(p.ID.PID)
-		if !ok || i >= len(w.scan.Entries) || w.scan.Entries[i].PID != p.ID.PID {
+		if !ok || i >= len(scan.Entries) || scan.Entries[i].PID != p.ID.PID {
 			continue
 		}
-		if string(w.scan.CommBytes(i)) == p.Name && (p.Cmdline != nil || !w.cfg.CaptureCmdline) {
+		if string(scan.CommBytes(i)) == p.Name && (p.Cmdline != nil || !w.cfg.CaptureCmdline) {
 			continue
 		}
-		name := w.scan.Comm(i)
+		name := scan.Comm(i)
 		cmd, trunc := w.readCmdline(p.ID.PID)
 		w.tr.Update(p.ID, func(p *tracker.Proc) {
 			p.Name, p.Cmdline, p.CmdlineTruncated = name, cmd, trunc
@@ -916,7 +946,10 @@ func (w *Watcher) exitLocked(pid int, status *uint32, at time.Time, kernel time.
 	if !ok {
 		return
 	}
-	info := w.info(p)
+	var info ProcessInfo
+	if len(w.subs) > 0 {
+		info = w.info(p)
+	}
 	var st uint32
 	switch {
 	case status != nil:

@@ -159,7 +159,9 @@ const statBufSize = 1536
 func readProcFile(root string, pid int, name string, buf []byte) (int, error) {
 	var pathBuf [96]byte
 	path := appendProcPath(pathBuf[:0], root, pid, name)
-	fd, err := openPath(path)
+	// Not the raw open of the scan loop: a command line is read from the
+	// process's memory, under its mmap lock, which can block.
+	fd, err := unix.Open(string(path[:len(path)-1]), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, procErr(pid, name, err)
 	}

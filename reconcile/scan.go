@@ -164,11 +164,8 @@ func (s *Scanner) readRaw(pid int, r *rawStat) (ok bool, err error) {
 		}
 		return false, fmt.Errorf("reconcile: open /proc/%d/stat: %w", pid, err)
 	}
-	n, err := unix.Read(fd, s.statBuf)
-	for err == unix.EINTR {
-		n, err = unix.Read(fd, s.statBuf)
-	}
-	unix.Close(fd)
+	n, err := rawRead(fd, s.statBuf)
+	rawClose(fd)
 	if err != nil {
 		if err == unix.ENOENT || err == unix.ESRCH {
 			return false, nil
