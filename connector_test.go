@@ -485,3 +485,22 @@ func TestConnectorDoneAndExecOfVanishedProcess(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+func TestConcurrentClose(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if !fw.kernel.Closed() {
+		t.Error("socket left open")
+	}
+}

@@ -12,23 +12,15 @@ import (
 
 	"github.com/process-watchman/watchman/connector"
 	"github.com/process-watchman/watchman/connector/connectortest"
+	"github.com/process-watchman/watchman/internal/privtest"
 	"github.com/process-watchman/watchman/reconcile"
 	"golang.org/x/sys/unix"
 )
 
-// requireConnector skips the test, saying why, where the proc connector
-// cannot be used: not root, or not in the initial namespaces. CI runs as
-// root, so there these tests run.
-func requireConnector(t *testing.T) {
+// requireConnector skips the test where the proc connector cannot be used.
+func requireConnector(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the proc connector's forced receive buffer and this test's stall need privilege")
-	}
-	c, err := connector.Dial(nil)
-	if err != nil {
-		t.Skipf("proc connector unavailable here: %v", err)
-	}
-	c.Close()
+	privtest.RequireConnector(t)
 }
 
 // childrenOf lists the live children of pid in /proc: the ground truth.

@@ -422,6 +422,8 @@ func (w *Watcher) Close() error {
 		w.mu.Unlock()
 		return nil
 	}
+	// Only the first of concurrent Closes gets past here.
+	w.closed = true
 	w.mu.Unlock()
 	w.shutdown()
 	return nil

@@ -8,7 +8,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/process-watchman/watchman/connector"
+	"github.com/process-watchman/watchman/internal/privtest"
 	"github.com/process-watchman/watchman/internal/workload"
 	"go.uber.org/goleak"
 )
@@ -27,12 +27,5 @@ func TestMain(m *testing.M) {
 // requireConnector skips the test where the proc connector cannot be used.
 func requireConnector(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the integration tests need root for the proc connector (CI runs them as root)")
-	}
-	c, err := connector.Dial(nil)
-	if err != nil {
-		t.Skipf("skipping: proc connector unavailable here: %v", err)
-	}
-	c.Close()
+	privtest.RequireConnector(t)
 }

@@ -1,0 +1,26 @@
+// Package privtest gates the privileged tests: those that need the kernel's
+// proc connector. Where it cannot be used they are skipped with the reason;
+// CI runs as root, so there they run.
+package privtest
+
+import (
+	"os"
+	"testing"
+
+	"github.com/process-watchman/watchman/connector"
+)
+
+// RequireConnector skips the test, saying why, unless this process is root
+// and can subscribe to the proc connector (the initial user and PID
+// namespaces).
+func RequireConnector(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("skipping: needs root for the proc connector, its forced receive buffer and /proc/sys writes (CI runs these tests as root)")
+	}
+	c, err := connector.Dial(nil)
+	if err != nil {
+		tb.Skipf("skipping: proc connector unavailable here: %v", err)
+	}
+	c.Close()
+}
