@@ -3,6 +3,7 @@ package watchman
 import (
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -410,7 +411,7 @@ func TestStrategyFallback(t *testing.T) {
 	}
 	hub := NewHub(&HubConfig{ProcRoot: host.Root(), Dial: refuse})
 	w := mustAttach(t, 100, &Config{ProcRoot: host.Root(), Hub: hub})
-	if w.Mode() != ModePoll || !contains(w.ModeReason(), "not in the initial PID namespace") {
+	if w.Mode() != ModePoll || !strings.Contains(w.ModeReason(), "not in the initial PID namespace") {
 		t.Errorf("auto: mode %s (%s)", w.Mode(), w.ModeReason())
 	}
 	if s := mustPoll(t, w); s.Mode != ModePoll || len(s.Processes) != 1 {
@@ -426,9 +427,6 @@ func TestStrategyFallback(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool {
-	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
-}
 
 func TestAttachCloseCyclesLeakNothing(t *testing.T) {
 	fw := newFakeWorld(t)
