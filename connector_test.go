@@ -427,7 +427,6 @@ func TestStrategyFallback(t *testing.T) {
 	}
 }
 
-
 func TestAttachCloseCyclesLeakNothing(t *testing.T) {
 	fw := newFakeWorld(t)
 	for i := 0; i < 100; i++ {
