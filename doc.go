@@ -24,20 +24,34 @@
 //
 // # Modes
 //
-// In polling mode (StrategyPoll) the Watcher scans /proc at Attach and at
-// every Poll, like the Python process-watchman it ports; a process that
-// lives and dies between two scans is never seen, and a grandchild whose
-// parent exits before the first scan that would have shown it is lost. The
-// scanner reads each /proc/PID/stat with a reused buffer and no per-process
-// allocation, about 8.5 ms per 1,000 processes on a 2-vCPU VM, within a few
-// percent of a bare read loop and about twice as fast as
-// prometheus/procfs's AllProcs+Stat.
+// In connector mode (StrategyConnector, and StrategyAuto wherever the kernel
+// allows it: the initial user and PID namespaces) the Watcher listens to the
+// kernel's proc connector, which reports every fork, exec and exit as it
+// happens, with exit statuses. Membership is kept incrementally from the
+// events; a process that lives a microsecond is still seen, and so is a
+// grandchild whose parent exits at once. A reconcile against /proc runs at
+// Attach, every Config.ReconcileInterval as a safety net, and at once after
+// the kernel reports an overrun (a full receive buffer, after which it drops
+// events until the buffer drains); Snapshot.Overruns and Snapshot.Repairs
+// report both. Subscribe delivers the events live. Watchers that share a Hub
+// share its socket, its reader goroutine and its host scans.
+//
+// In polling mode (StrategyPoll, or StrategyAuto where the connector cannot
+// be used) the Watcher scans /proc at Attach and at every Poll, like the
+// Python process-watchman it ports; a process that lives and dies between
+// two scans is never seen, and a grandchild whose parent exits before the
+// first scan that would have shown it is lost. The scanner reads each
+// /proc/PID/stat with a reused buffer and no per-process allocation, at the
+// speed of a bare read loop and about twice as fast as prometheus/procfs's
+// AllProcs+Stat (BENCHMARKS.md).
 //
 // Mode and ModeReason say which mode a Watcher is in and why.
 //
 // # Errors
 //
 // Attach returns typed errors: *PIDError (errors.Is ErrInvalidPID or
-// ErrNoSuchProcess) and *ConfigError (errors.Is ErrInvalidConfig, naming the
-// field). Poll after Close returns ErrClosed.
+// ErrNoSuchProcess), *ConfigError (errors.Is ErrInvalidConfig, naming the
+// field), and, for StrategyConnector where the connector cannot be used, an
+// error matching ErrConnectorUnavailable and the connector's own cause.
+// Poll after Close returns ErrClosed.
 package watchman
