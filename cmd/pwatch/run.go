@@ -10,6 +10,7 @@ import (
 
 	"github.com/process-watchman/watchman"
 	"github.com/process-watchman/watchman/reconcile"
+	"github.com/process-watchman/watchman/tracker"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 )
@@ -376,7 +377,7 @@ func signalProcess(fs *reconcile.FS, p *watchman.ProcessInfo, sig unix.Signal) e
 		return err
 	}
 	d := int64(st.StartTicks) - int64(p.StartTicks)
-	if d != 0 && (!p.ApproxStart || d < -2 || d > 2) {
+	if d != 0 && (!p.ApproxStart || d < -tracker.ApproxTolerance || d > tracker.ApproxTolerance) {
 		return errReused
 	}
 	return unix.PidfdSendSignal(fd, sig, nil, 0)
