@@ -438,20 +438,31 @@ func (r *reader) dispatch(evs []connector.Event) {
 			if len(r.ws) == 0 {
 				continue
 			}
-			var info *procInfo
+			// /proc is read at most once per event, and only if a
+			// watcher needs it (see Watcher.onExit).
+			proc := lazyProc{r: r, pid: int(ev.TGID)}
 			for _, w := range r.ws {
-				if !w.exitNeedsProc(ev) {
-					w.onExit(ev, nil, &clk)
-					continue
-				}
-				if info == nil {
-					p := r.read(int(ev.TGID), false)
-					info = &p
-				}
-				w.onExit(ev, info, &clk)
+				w.onExit(ev, &proc, &clk)
 			}
 		}
 	}
+}
+
+// lazyProc reads one process from /proc on first use, for the watchers
+// that one event concerns.
+type lazyProc struct {
+	r    *reader
+	pid  int
+	done bool
+	info procInfo
+}
+
+// get returns what /proc shows of the process, reading it once.
+func (l *lazyProc) get() *procInfo {
+	if !l.done {
+		l.info, l.done = l.r.read(l.pid, false), true
+	}
+	return &l.info
 }
 
 // closeTicks reports whether two start times are the same within the

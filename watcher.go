@@ -883,27 +883,13 @@ func (w *Watcher) memberID(pid int) tracker.Identity {
 	return tracker.Identity{}
 }
 
-// exitNeedsProc reports whether onExit must know what /proc shows of the
-// process: for the first thread's exit of a process that has had other
-// threads (they may run on), and for another thread's exit once the first
-// one has gone. A single-threaded process's exit needs no /proc read.
-func (w *Watcher) exitNeedsProc(ev *connector.Event) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	p, ok := w.tr.Member(int(ev.TGID))
-	if !ok {
-		return false
-	}
-	if ev.PID == ev.TGID {
-		return p.Threaded
-	}
-	return w.tr.LeaderHasExited(int(ev.TGID))
-}
-
 // onExit applies a kernel exit event of a task of a member (reader
-// goroutine). info is what /proc shows of the process, when
-// exitNeedsProc asked for it.
-func (w *Watcher) onExit(ev *connector.Event, info *procInfo, clk *clocks) {
+// goroutine). It reads /proc (through proc, once per event for all
+// watchers) only where the event may not be the end of the process: the
+// first thread's exit of a process that has had other threads (they may run
+// on), and another thread's exit once the first one has gone. A
+// single-threaded process's exit needs no read.
+func (w *Watcher) onExit(ev *connector.Event, proc *lazyProc, clk *clocks) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -915,15 +901,17 @@ func (w *Watcher) onExit(ev *connector.Event, info *procInfo, clk *clocks) {
 		return
 	}
 	at := clk.wallOf(ev.Timestamp)
-	if info == nil {
-		if ev.PID == ev.TGID {
+	leader := ev.PID == ev.TGID
+	if leader && !p.Threaded || !leader && !w.tr.LeaderHasExited(tgid) {
+		if leader {
 			status := ev.ExitStatus
 			w.exitLocked(tgid, &status, at, time.Duration(ev.Timestamp), int(ev.ParentTGID))
 		}
 		return
 	}
+	info := proc.get()
 	same := info.ok && (info.entry.StartTicks == p.ID.StartTicks || p.Approx && closeTicks(info.entry.StartTicks, p.ID.StartTicks))
-	if same && info.entry.NumThreads > 1 && ev.PID == ev.TGID {
+	if same && info.entry.NumThreads > 1 && leader {
 		// The first thread is gone, the others run on: the process lives
 		// until they are gone, which the loop checks if no event says so.
 		w.tr.LeaderExited(tgid, ev.ExitStatus, at)
@@ -933,7 +921,7 @@ func (w *Watcher) onExit(ev *connector.Event, info *procInfo, clk *clocks) {
 		}
 		return
 	}
-	if same && info.entry.Live() && ev.PID != ev.TGID {
+	if same && info.entry.Live() && !leader {
 		return // threads remain
 	}
 	status := ev.ExitStatus
