@@ -56,13 +56,13 @@ func badMessages(root int) map[string][]byte {
 	return m
 }
 
-// TestIntegrationForgedBadMessagesChangeNothing sends badly formed and
-// foreign messages about the watched tree to the hub's port from a second
-// netlink socket. A datagram from user space carries its sender's port, so
+// TestIntegrationForgedMessagesChangeNothing sends forged messages about the
+// watched tree to the hub's port from a second netlink socket: well-formed
+// forks and exits, and badly formed and foreign ones. A datagram from user space carries its sender's port, so
 // the connector drops each one as spoofed before decoding it (Foreign and
 // Malformed stay unchanged: those count what the kernel's own port sends,
 // see TestForeignAndMalformedFromKernelPort); none changes the tree.
-func TestIntegrationForgedBadMessagesChangeNothing(t *testing.T) {
+func TestIntegrationForgedMessagesChangeNothing(t *testing.T) {
 	requireConnector(t)
 	sleeper := exec.Command("sleep", "30")
 	if err := sleeper.Start(); err != nil {
@@ -82,6 +82,10 @@ func TestIntegrationForgedBadMessagesChangeNothing(t *testing.T) {
 	}
 	defer unix.Close(fd)
 	msgs := badMessages(root)
+	msgs["well-formed fork by the root"] = connectortest.EncodeMessage(connector.Event{What: connector.WhatFork,
+		ParentPID: int32(root), ParentTGID: int32(root), PID: 4000000, TGID: 4000000})
+	msgs["well-formed exit of the root"] = connectortest.EncodeMessage(connector.Event{What: connector.WhatExit,
+		PID: int32(root), TGID: int32(root), ExitStatus: 9})
 	for name, b := range msgs {
 		if err := unix.Sendto(fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: port}); err != nil {
 			t.Fatalf("%s: %v", name, err)
