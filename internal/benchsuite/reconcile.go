@@ -4,14 +4,13 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/process-watchman/watchman"
+	"github.com/process-watchman/watchman/internal/benchref"
 	"github.com/process-watchman/watchman/reconcile"
 	"github.com/prometheus/procfs"
-	"golang.org/x/sys/unix"
 )
 
 const hostTarget = 5000
@@ -55,7 +54,7 @@ func sectionReconcile(t *table) error {
 		fn   func() error
 	}{
 		{"reconcile.Scanner", func() error { return sc.Scan(&scan) }},
-		{"raw loop", func() error { return rawLoop(buf) }},
+		{"raw loop", func() error { return benchref.RawLoop(buf) }},
 		{"procfs AllProcs+Stat", func() error {
 			all, err := pfs.AllProcs()
 			if err != nil {
@@ -131,33 +130,6 @@ func sectionReconcile(t *table) error {
 	t.add(4, fmt.Sprintf("tree-local reconcile, %d-process tree on a %d-process host (Watcher.Stats, %d samples)", len(s.Processes)+1, procs, len(local)),
 		fmt.Sprintf("p50 **%s**, p90 %s, max %s; the periodic full scans (every 10th) took p50 %s", us(p50), us(p90), us(mx), ms(percentile(full, 50))),
 		"≤ 1 ms", verdict(p50 <= time.Millisecond))
-	return nil
-}
-
-// rawLoop is the reference of reconcile/bench_test.go: Readdirnames, then
-// open/read/close of every /proc/PID/stat into one reused buffer, no
-// parsing.
-func rawLoop(buf []byte) error {
-	d, err := os.Open("/proc")
-	if err != nil {
-		return err
-	}
-	names, err := d.Readdirnames(-1)
-	d.Close()
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		if name[0] < '0' || name[0] > '9' {
-			continue
-		}
-		fd, err := unix.Open("/proc/"+name+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			continue
-		}
-		_, _ = unix.Read(fd, buf)
-		unix.Close(fd)
-	}
 	return nil
 }
 
