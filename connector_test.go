@@ -501,3 +501,33 @@ func TestConcurrentClose(t *testing.T) {
 		t.Error("socket left open")
 	}
 }
+
+func TestConnectorExecFromNonLeaderThread(t *testing.T) {
+	// A thread other than the first calls exec: the kernel ends the first
+	// thread (an exit event for the PID), and the caller takes over the PID
+	// and start time. The process must not be reported gone.
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	t110 := ticks()
+	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "gate", StartTicks: t110})
+	fw.emit(forkEv(101, 110), threadEv(110, 111), threadEv(110, 112))
+	fw.sync()
+	// The exit of the first thread; /proc shows the process running, with
+	// one thread (the exec is under way).
+	fw.emit(exitEv(110, 110, 0))
+	fw.sync()
+	if !slices.Contains(w.LivePIDs(), 110) {
+		t.Fatal("the exec of a non-first thread was taken for the process's exit")
+	}
+	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "sh", StartTicks: t110})
+	fw.emit(execEv(110))
+	fw.sync()
+	fw.host.Remove(110)
+	fw.emit(exitEv(110, 110, 7<<8))
+	waitFor(t, "the real exit", hasPIDs(w, 101))
+	s := mustPoll(t, w)
+	i := slices.IndexFunc(s.Delta.Exited, func(x Exit) bool { return x.PID == 110 })
+	if i < 0 || s.Delta.Exited[i].Code != 7 {
+		t.Errorf("exits %+v", s.Delta.Exited)
+	}
+}

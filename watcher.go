@@ -848,6 +848,8 @@ func (w *Watcher) onExec(ev *connector.Event, info *procInfo, clk *clocks) {
 	if !ok {
 		return
 	}
+	// A new image has one thread, whatever the old one had.
+	w.tr.Execed(p.ID.PID)
 	if info.ok && info.entry.StartTicks == p.ID.StartTicks || info.ok && p.Approx && closeTicks(info.entry.StartTicks, p.ID.StartTicks) {
 		cmd, trunc := w.readCmdline(p.ID.PID)
 		w.tr.Update(p.ID, func(p *tracker.Proc) {
@@ -911,9 +913,14 @@ func (w *Watcher) onExit(ev *connector.Event, proc *lazyProc, clk *clocks) {
 	}
 	info := proc.get()
 	same := info.ok && (info.entry.StartTicks == p.ID.StartTicks || p.Approx && closeTicks(info.entry.StartTicks, p.ID.StartTicks))
-	if same && info.entry.NumThreads > 1 && leader {
-		// The first thread is gone, the others run on: the process lives
-		// until they are gone, which the loop checks if no event says so.
+	running := info.entry.NumThreads > 1 || info.entry.State != 'Z' && info.entry.State != 'X'
+	if same && running && leader {
+		// The first thread is gone but the process still runs: other
+		// threads go on, or a thread other than the first called exec
+		// (the kernel then ends the first thread, and the caller takes
+		// its PID and start time), or the process is still on its way
+		// out. It stays a member until /proc or an event says it is
+		// gone; the loop checks if no event does.
 		w.tr.LeaderExited(tgid, ev.ExitStatus, at)
 		select {
 		case w.wake <- struct{}{}:

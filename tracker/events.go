@@ -72,6 +72,21 @@ func (t *Tracker) LeaderHasExited(pid int) bool {
 	return ok && p.leaderExit != nil
 }
 
+// Execed records that member pid replaced its program: the new image has a
+// single thread, so a first-thread exit seen before the exec (the kernel
+// ends the first thread when another one execs) is forgotten.
+func (t *Tracker) Execed(pid int) {
+	p, ok := t.members[pid]
+	if !ok {
+		return
+	}
+	if p.leaderExit != nil {
+		p.leaderExit = nil
+		t.leaders--
+	}
+	p.Threaded = false
+}
+
 // LeaderStatus returns the wait status the first thread of member pid left
 // when it exited before the others, or 0.
 func (t *Tracker) LeaderStatus(pid int) uint32 {

@@ -418,3 +418,16 @@ func TestCompactKeepsLiveSetDerivable(t *testing.T) {
 		}
 	}
 }
+
+func TestExecForgetsLeaderExit(t *testing.T) {
+	tr := New(id(1, 1), Config{}, t0)
+	tr.Fork(1, id(10, 5), false, t0)
+	tr.Update(id(10, 5), func(p *Proc) { p.Threaded = true })
+	// A non-first thread execs: the kernel ends the first thread first.
+	tr.LeaderExited(10, 9, t0)
+	tr.Execed(10)
+	if p, _ := tr.Member(10); tr.LeaderHasExited(10) || p.Threaded || tr.leaders != 0 {
+		t.Errorf("after exec: leader exited %v, threaded %v, count %d", tr.LeaderHasExited(10), p.Threaded, tr.leaders)
+	}
+	tr.Execed(99) // not a member: nothing happens
+}
