@@ -17,16 +17,25 @@ type Entry struct {
 // timestamp may differ from the one /proc shows for the same process.
 const ApproxTolerance = 2
 
-// matchesTicks reports whether a process started at ticks is this member.
-func (p *Proc) matchesTicks(ticks uint64) bool {
-	if p.ID.StartTicks == ticks {
+// SameStart reports whether a process whose start time /proc shows as
+// ticks is the process known as known. approx says known was derived from
+// a fork event's timestamp (Proc.Approx), so either may be up to
+// ApproxTolerance ticks off, in either direction. It is the one start-time
+// comparison of the project: tracker, hub and CLI all use it.
+func SameStart(known, ticks uint64, approx bool) bool {
+	if known == ticks {
 		return true
 	}
-	if !p.Approx {
+	if !approx {
 		return false
 	}
-	d := int64(p.ID.StartTicks) - int64(ticks)
+	d := int64(known) - int64(ticks)
 	return d >= -ApproxTolerance && d <= ApproxTolerance
+}
+
+// matchesTicks reports whether a process started at ticks is this member.
+func (p *Proc) matchesTicks(ticks uint64) bool {
+	return SameStart(p.ID.StartTicks, ticks, p.Approx)
 }
 
 // Values of the scan's per-PID memo.
