@@ -144,6 +144,31 @@ func (s *nlSocket) PortID() uint32 { return s.pid }
 // Close implements Socket.
 func (s *nlSocket) Close() error { return s.nc.Close() }
 
+// SendToSelf queues msg on the socket's own receive queue (sendto(2) to
+// its own port id, MSG_DONTWAIT): see Socket.
+func (s *nlSocket) SendToSelf(msg []byte) error {
+	var errno syscall.Errno
+	to := unix.RawSockaddrNetlink{Family: unix.AF_NETLINK, Pid: s.pid}
+	err := s.rc.Control(func(fd uintptr) {
+		for {
+			_, _, errno = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&msg[0])), uintptr(len(msg)),
+				unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&to)), unix.SizeofSockaddrNetlink)
+			if errno != unix.EINTR {
+				return
+			}
+		}
+	})
+	if err == nil && errno != 0 {
+		err = os.NewSyscallError("sendto", errno)
+	}
+	return err
+}
+
+// SetNoENOBUFS sets NETLINK_NO_ENOBUFS.
+func (s *nlSocket) SetNoENOBUFS(on bool) error {
+	return s.nc.SetOption(netlink.NoENOBUFS, on)
+}
+
 // MemInfo reads SO_MEMINFO.
 func (s *nlSocket) MemInfo() (MemInfo, error) {
 	var v [unix.SK_MEMINFO_VARS]uint32

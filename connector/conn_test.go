@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 const helperEnv = "CONNECTOR_TEST_HELPER"
 
 // runHelper dials and prints the outcome: "ok" or the error and its kinds.
+// In mode "mark" it then reports CanMark and what Mark returns.
 func runHelper() int {
 	c, err := connector.Dial(&connector.Config{AckTimeout: 2 * time.Second})
 	if err != nil {
@@ -37,7 +38,12 @@ func runHelper() int {
 			errors.Is(err, connector.ErrNotSupported), errors.Is(err, connector.ErrPermission), err)
 		return 0
 	}
-	fmt.Println("ok")
+	if os.Getenv(helperEnv) == "mark" {
+		err := c.Mark(1)
+		fmt.Printf("canmark=%v permission=%v: %v\n", c.CanMark(), errors.Is(err, connector.ErrPermission), err)
+	} else {
+		fmt.Println("ok")
+	}
 	if err := c.Close(); err != nil {
 		fmt.Println("close:", err)
 		return 1
@@ -439,10 +445,28 @@ func TestCloseUnblocksReceive(t *testing.T) {
 	}
 }
 
-func TestMemInfoOnFake(t *testing.T) {
-	c := dial(t, connectortest.NewKernel(), nil)
+// bareSocket hides the fake kernel's optional methods (SendToSelf,
+// MemInfo, SetNoENOBUFS), as a Socket that offers only the interface.
+type bareSocket struct{ connector.Socket }
+
+func TestSocketWithoutOptionalMethods(t *testing.T) {
+	k := connectortest.NewKernel()
+	c, err := connector.NewConn(bareSocket{k}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	if _, err := c.MemInfo(); !errors.Is(err, connector.ErrNotSupported) {
-		t.Errorf("MemInfo on the fake = %v, want ErrNotSupported", err)
+		t.Errorf("MemInfo without the method = %v, want ErrNotSupported", err)
+	}
+	if c.CanMark() {
+		t.Error("CanMark without SendToSelf")
+	}
+	if err := c.Mark(1); !errors.Is(err, connector.ErrPermission) {
+		t.Errorf("Mark without SendToSelf = %v, want ErrPermission", err)
+	}
+	if _, err := connector.NewConn(bareSocket{connectortest.NewKernel()}, &connector.Config{NoENOBUFS: true}); !errors.Is(err, connector.ErrNotSupported) {
+		t.Errorf("NoENOBUFS without the methods = %v, want ErrNotSupported", err)
 	}
 }
 

@@ -45,6 +45,13 @@ const (
 		WhatComm | WhatNonzeroExit | WhatCoredump | WhatExit
 )
 
+// WhatMark is not a kernel event type: it is the type of the Event that
+// Receive returns for a marker queued by Conn.Mark, whose Ack field holds
+// the token given to Mark. It is outside WhatAll, so Config.Events refuses
+// it and it is never sent to the kernel; markers are returned whatever the
+// mask.
+const WhatMark What = 0x01000000
+
 var whatNames = [...]struct {
 	w    What
 	name string
@@ -59,6 +66,7 @@ var whatNames = [...]struct {
 	{WhatNonzeroExit, "nonzero-exit"},
 	{WhatCoredump, "coredump"},
 	{WhatExit, "exit"},
+	{WhatMark, "mark"},
 }
 
 // String returns the event name ("fork", "exit", ...), "none" for
@@ -107,7 +115,8 @@ type Event struct {
 	// Seq is the cn_msg sequence number: the sending CPU's event counter.
 	Seq uint32
 	// Ack is the cn_msg ack number: zero for events; for a WhatNone
-	// acknowledgement, the ack number of the request plus one.
+	// acknowledgement, the ack number of the request plus one; for a
+	// WhatMark, the token given to Conn.Mark.
 	Ack uint32
 
 	// PID and TGID identify the subject: the child of a fork, the process

@@ -272,6 +272,7 @@ func TestWhatString(t *testing.T) {
 		{WhatNonzeroExit, "nonzero-exit"},
 		{WhatCoredump, "coredump"},
 		{WhatExit, "exit"},
+		{WhatMark, "mark"},
 		{WhatFork | WhatExec | WhatExit, "fork|exec|exit"},
 		{0x400, "0x400"},
 		{WhatExit | 0x400, "exit|0x400"},

@@ -20,9 +20,14 @@ var (
 	ErrPermission error = &chainedError{msg: "connector: permission denied", parent: ErrNotSupported}
 
 	// ErrOverrun means the kernel dropped events because the receive
-	// buffer was full (ENOBUFS). The Conn stays usable; the caller should
-	// resynchronise its view (for example by scanning /proc).
+	// buffer was full (ENOBUFS, or with Config.NoENOBUFS a *DropError).
+	// The Conn stays usable; the caller should resynchronise its view (for
+	// example by scanning /proc).
 	ErrOverrun = errors.New("connector: receive buffer overrun, events were lost")
+
+	// ErrQueueFull means Mark could not queue its marker because the
+	// socket's receive queue is full. Receive, then Mark again.
+	ErrQueueFull = errors.New("connector: receive queue full")
 
 	// ErrClosed is returned by Receive on a closed Conn, including a
 	// Receive blocked when Close was called. It is net.ErrClosed.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -441,20 +440,7 @@ func TestIntegrationNamespacesRefusedAtOnce(t *testing.T) {
 // ErrPermission. Either is correct; anything else is not.
 func TestIntegrationUnprivileged(t *testing.T) {
 	requirePrivileged(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "connector.test")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{dir, filepath.Dir(dir)} { // t.TempDir makes both 0700
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin := copyTestBinary(t)
 	out := helper(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, bin)
 	t.Logf("Dial as uid 65534: %s", out)
 	if out != "ok" && !strings.HasPrefix(out, "error notsupported=true permission=true") {

@@ -3,7 +3,10 @@
 // nltest: a Kernel implements connector.Socket, answers subscription
 // requests the way drivers/connector/cn_proc.c does, and lets a test emit
 // events (encoded to real wire bytes, so the decoder is exercised), raw or
-// forged datagrams, and overruns. No privileges are needed.
+// forged datagrams, and overruns, with or without NETLINK_NO_ENOBUFS. It
+// queues the markers of connector.Conn.Mark in order with the events, or
+// refuses them as the kernel does for an unprivileged socket. No
+// privileges are needed.
 package connectortest
 
 import (
@@ -80,6 +83,12 @@ type Kernel struct {
 	hasInput  bool
 	inputOp   uint32
 	inputMask connector.What
+
+	unprivileged bool
+	noENOBUFS    bool
+	capacity     int    // datagrams the queue holds; 0: unbounded
+	congested    bool   // NETLINK_S_CONGESTED: dropping until drained
+	drops        uint32 // sk_drops
 }
 
 // NewKernel returns a fake kernel that acknowledges LISTEN at once, as a
@@ -141,8 +150,20 @@ func (k *Kernel) emitLocked(ev connector.Event) {
 	if !k.passesLocked(ev) {
 		return
 	}
+	// netlink_broadcast_deliver and netlink_overrun: a full or congested
+	// queue drops the message; without NETLINK_NO_ENOBUFS the first drop
+	// reports ENOBUFS and the socket stays congested until drained.
+	if k.congested || (k.capacity > 0 && k.queuedLocked() >= k.capacity) {
+		k.drops++
+		if !k.noENOBUFS && !k.congested {
+			k.congested, k.overrun = true, true
+		}
+		return
+	}
 	k.queue = append(k.queue, datagram{b: EncodeMessage(ev)})
 }
+
+func (k *Kernel) queuedLocked() int { return len(k.queue) - k.head }
 
 // passesLocked mirrors cn_filter in drivers/connector/cn_proc.c: 0 means
 // deliver there, true here.
@@ -164,8 +185,8 @@ func (k *Kernel) passesLocked(ev connector.Event) bool {
 
 // EmitRaw queues one datagram with arbitrary content (nlmsghdr included)
 // from the given source port id (0 is the kernel; anything else is a
-// user-space sender). The kernel filter does not apply. b is not copied:
-// do not modify it afterwards.
+// user-space sender). Neither the kernel filter nor SetCapacity applies. b
+// is not copied: do not modify it afterwards.
 func (k *Kernel) EmitRaw(fromPort uint32, b []byte) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -180,6 +201,87 @@ func (k *Kernel) Overrun() {
 	defer k.mu.Unlock()
 	k.overrun = true
 	k.signal()
+}
+
+// SetUnprivileged makes the socket behave as one without CAP_NET_ADMIN:
+// SendToSelf fails with EPERM, as netlink_sendmsg refuses a user-space
+// destination on NETLINK_CONNECTOR, so connector.Conn.CanMark reports false
+// for a Conn dialled afterwards and Mark is refused.
+func (k *Kernel) SetUnprivileged(u bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.unprivileged = u
+}
+
+// SetCapacity bounds the receive queue to n datagrams (0, the default,
+// means unbounded). An event emitted while the queue holds n datagrams is
+// dropped and counted in MemInfo().Drops. Without NETLINK_NO_ENOBUFS (see
+// SetNoENOBUFS) the first drop also makes the next ReadBatch fail with
+// ENOBUFS, and every event is dropped until a read empties the queue, as
+// the kernel does; with it, only the events that do not fit are dropped.
+// MemInfo reports Rcvbuf as n*connector.DatagramTruesize, so that a Conn
+// sizes its batches as it does on a real socket. Set it before Dial.
+func (k *Kernel) SetCapacity(n int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.capacity = n
+}
+
+// SetNoENOBUFS implements the optional connector.Socket method: it records
+// NETLINK_NO_ENOBUFS (see SetCapacity).
+func (k *Kernel) SetNoENOBUFS(on bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.noENOBUFS = on
+	return nil
+}
+
+// NoENOBUFS reports whether NETLINK_NO_ENOBUFS was set.
+func (k *Kernel) NoENOBUFS() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.noENOBUFS
+}
+
+// MemInfo implements the optional connector.Socket method: RmemAlloc and
+// Rcvbuf charge each datagram connector.DatagramTruesize bytes (Rcvbuf is
+// 1 GiB when the capacity is unbounded), Drops counts the events dropped
+// for a full queue.
+func (k *Kernel) MemInfo() (connector.MemInfo, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return connector.MemInfo{}, net.ErrClosed
+	}
+	rcvbuf := uint32(1 << 30)
+	if k.capacity > 0 {
+		rcvbuf = uint32(k.capacity * connector.DatagramTruesize)
+	}
+	return connector.MemInfo{
+		RmemAlloc: uint32(k.queuedLocked() * connector.DatagramTruesize),
+		Rcvbuf:    rcvbuf,
+		Drops:     k.drops,
+	}, nil
+}
+
+// SendToSelf implements the optional connector.Socket method: it queues
+// msg as a datagram from the socket's own port, behind everything queued,
+// unless the socket is unprivileged (EPERM) or its queue is full or
+// congested (EAGAIN, as netlink_attachskb answers a non-blocking sender).
+func (k *Kernel) SendToSelf(msg []byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case k.closed:
+		return net.ErrClosed
+	case k.unprivileged:
+		return os.NewSyscallError("sendto", syscall.EPERM)
+	case k.congested || (k.capacity > 0 && k.queuedLocked() >= k.capacity):
+		return os.NewSyscallError("sendto", syscall.EAGAIN)
+	}
+	k.queue = append(k.queue, datagram{b: append([]byte(nil), msg...), port: k.portID})
+	k.signal()
+	return nil
 }
 
 // Requests returns the control messages received so far.
@@ -207,7 +309,7 @@ func (k *Kernel) ReadBuffer() int {
 func (k *Kernel) Queued() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return len(k.queue) - k.head
+	return k.queuedLocked()
 }
 
 func (k *Kernel) signal() {
@@ -309,6 +411,7 @@ func (k *Kernel) ReadBatch(ds []connector.Datagram) (int, error) {
 			}
 			if k.head == len(k.queue) {
 				k.queue, k.head = k.queue[:0], 0
+				k.congested = false // netlink_rcv_wake
 			}
 			k.mu.Unlock()
 			return n, nil
