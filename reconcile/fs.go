@@ -33,6 +33,11 @@ const DefaultRoot = "/proc"
 type FS struct {
 	root     string
 	bootTime time.Time
+	hidePID  HidePID
+	// probeHidden: a missing /proc/PID may be a hidden process, and this
+	// proc filesystem shows the caller's own PID namespace, so kill(pid, 0)
+	// can tell the two apart.
+	probeHidden bool
 }
 
 // NewFS checks that root is a proc filesystem and returns it. An empty root
@@ -60,7 +65,9 @@ func NewFS(root string) (*FS, error) {
 		// the microsecond.
 		boot = BootTime()
 	}
-	return &FS{root: root, bootTime: boot}, nil
+	fs := &FS{root: root, bootTime: boot}
+	fs.hidePID, fs.probeHidden = mountHidePID(root)
+	return fs, nil
 }
 
 // BootTime returns when the system booted, from the wall clock and
@@ -100,15 +107,21 @@ func (fs *FS) PIDMax() (int, error) {
 	return n, nil
 }
 
-// ReadStat reads /proc/PID/stat. A missing process gives an error wrapping
-// ErrGone.
+// ReadStat reads /proc/PID/stat. A missing process gives a *ProcError
+// matching ErrGone, one that may not be read a *ProcError matching
+// ErrPermission (see ErrHidden), and contents that do not parse a
+// *ProcError wrapping a *StatError. No other error means gone.
 func (fs *FS) ReadStat(pid int) (Stat, error) {
 	var buf [statBufSize]byte
-	n, err := readProcFile(fs.root, pid, "stat", buf[:])
+	n, err := fs.readProcFile(pid, "stat", buf[:])
 	if err != nil {
 		return Stat{}, err
 	}
-	return ParseStat(buf[:n])
+	st, err := ParseStat(buf[:n])
+	if err != nil {
+		return Stat{}, procErr(pid, "stat", err)
+	}
+	return st, nil
 }
 
 // Cmdline reads /proc/PID/cmdline, keeping at most maxBytes bytes of it
@@ -124,7 +137,7 @@ func (fs *FS) Cmdline(pid, maxBytes int) (args []string, truncated bool, err err
 	// Two bytes more than asked tell whether there was more than the
 	// trailing NUL.
 	buf := make([]byte, maxBytes+2)
-	n, err := readProcFile(fs.root, pid, "cmdline", buf)
+	n, err := fs.readProcFile(pid, "cmdline", buf)
 	if err != nil {
 		return nil, false, err
 	}
@@ -155,15 +168,17 @@ func SplitCmdline(b []byte) []string {
 const statBufSize = 1536
 
 // readProcFile reads root/PID/name into buf and returns how many bytes it
-// read. It reads until buf is full or the file ends.
-func readProcFile(root string, pid int, name string, buf []byte) (int, error) {
+// read. It reads until buf is full or the file ends. Errors are
+// *ProcError, with a missing file told apart from a hidden one (see
+// fs.gone).
+func (fs *FS) readProcFile(pid int, name string, buf []byte) (int, error) {
 	var pathBuf [96]byte
-	path := appendProcPath(pathBuf[:0], root, pid, name)
+	path := appendProcPath(pathBuf[:0], fs.root, pid, name)
 	// Not the raw open of the scan loop: a command line is read from the
 	// process's memory, under its mmap lock, which can block.
 	fd, err := unix.Open(string(path[:len(path)-1]), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, procErr(pid, name, err)
+		return 0, fs.fileErr(pid, name, err)
 	}
 	defer unix.Close(fd)
 	total := 0
@@ -173,7 +188,7 @@ func readProcFile(root string, pid int, name string, buf []byte) (int, error) {
 			continue
 		}
 		if err != nil {
-			return 0, procErr(pid, name, err)
+			return 0, fs.fileErr(pid, name, err)
 		}
 		if n == 0 {
 			break
@@ -183,12 +198,30 @@ func readProcFile(root string, pid int, name string, buf []byte) (int, error) {
 	return total, nil
 }
 
-// procErr maps the errors of a vanished process to ErrGone.
-func procErr(pid int, name string, err error) error {
-	if err == unix.ENOENT || err == unix.ESRCH {
-		return fmt.Errorf("%w: pid %d", ErrGone, pid)
+// fileErr wraps the error of a read of /proc/PID/file. A missing file is
+// checked against hidepid first (see hiddenErr).
+func (fs *FS) fileErr(pid int, file string, err error) error {
+	if isGoneErrno(err) {
+		if h := fs.hiddenErr(pid, file); h != nil {
+			return h
+		}
 	}
-	return &os.PathError{Op: "read", Path: fmt.Sprintf("/proc/%d/%s", pid, name), Err: err}
+	return procErr(pid, file, err)
+}
+
+// hiddenErr returns a *ProcError wrapping ErrHidden if this proc
+// filesystem hides processes (hidepid=2 or 4) and pid, which /proc did not
+// show, is in use in the caller's PID namespace; otherwise nil, and the
+// process is gone. kill(pid, 0) is the probe: ESRCH means no such process,
+// while success or EPERM mean the PID is in use.
+func (fs *FS) hiddenErr(pid int, file string) error {
+	if !fs.probeHidden || pid <= 0 {
+		return nil
+	}
+	if err := unix.Kill(pid, 0); err == unix.ESRCH {
+		return nil
+	}
+	return procErr(pid, file, ErrHidden)
 }
 
 // appendProcPath appends "root/PID/name\x00" to dst.

@@ -118,6 +118,7 @@ func TestScanFake(t *testing.T) {
 		150: {150, 1, "orphan", true, 1400},
 		200: {200, 1, "other", true, 900},
 		201: {201, 200, "otherkid", true, 950},
+		106: {106, 102, "threadkid", true, 1250},
 	}
 	if diff := cmp.Diff(want, byPID); diff != "" || len(got) != len(want) {
 		t.Errorf("Scan (-want +got):\n%s", diff)

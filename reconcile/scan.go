@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -29,7 +30,11 @@ func (e *Entry) Live() bool { return IsLive(e.State, e.NumThreads) }
 // order the kernel listed them (ascending PID).
 type Scan struct {
 	Entries []Entry
-	arena   []byte
+	// Denied lists the PIDs that /proc listed but that this reader may not
+	// read (ErrPermission: hidepid=1, or a file mode that forbids it).
+	// They exist; their place in the tree is unknown.
+	Denied []int
+	arena  []byte
 }
 
 // Comm returns the command name of Entries[i].
@@ -48,6 +53,7 @@ func (s *Scan) CommBytes(i int) []byte {
 // Reset empties the scan, keeping its memory for reuse.
 func (s *Scan) Reset() {
 	s.Entries = s.Entries[:0]
+	s.Denied = s.Denied[:0]
 	s.arena = s.arena[:0]
 }
 
@@ -55,11 +61,18 @@ func (s *Scan) Reset() {
 // scans, so a steady-state scan does not allocate; a Scanner is not safe for
 // concurrent use.
 type Scanner struct {
-	fs      *FS
-	dirBuf  []byte
-	statBuf []byte
-	path    []byte
-	pids    []int
+	fs       *FS
+	dirBuf   []byte
+	statBuf  []byte
+	path     []byte
+	pids     []int
+	tids     []int
+	childBuf []byte
+	// childrenFiles caches FS.HasChildrenFiles: 0 unknown, 1 yes, 2 no.
+	childrenFiles uint8
+	// beforeChildren, if set, runs in Walk between a process's stat
+	// and its children (tests use it to end the process mid-walk).
+	beforeChildren func(pid int)
 }
 
 // NewScanner returns a Scanner over fs.
@@ -121,8 +134,11 @@ func appendDirentPIDs(dst []int, b []byte) []int {
 }
 
 // Scan reads /proc/PID/stat of every process into dst, which it resets
-// first. Processes that exit during the scan are skipped; a stat file that
-// cannot be parsed is an error.
+// first. Processes that exit during the scan are skipped; those that may
+// not be read are listed in dst.Denied. Any other failure (EMFILE, a stat
+// file that cannot be parsed, ...) ends the scan with its error, a
+// *ProcError for one process's file: a partial scan would make the
+// processes it missed look gone.
 func (s *Scanner) Scan(dst *Scan) error {
 	dst.Reset()
 	var err error
@@ -134,6 +150,10 @@ func (s *Scanner) Scan(dst *Scan) error {
 	for _, pid := range s.pids {
 		ok, err := s.readRaw(pid, &r)
 		if err != nil {
+			if errors.Is(err, ErrPermission) {
+				dst.Denied = append(dst.Denied, pid)
+				continue
+			}
 			return err
 		}
 		if !ok {
@@ -153,40 +173,51 @@ func (s *Scanner) Scan(dst *Scan) error {
 	return nil
 }
 
-// ReadEntry reads one process into an Entry-like Stat without allocating
-// its name. ok is false if the process is gone.
+// readRaw reads /proc/PID/stat into r. ok is false with a nil error only
+// if the process is gone: ENOENT or ESRCH, and no hidden process behind
+// the PID (see HidePID). Every other failure is a *ProcError.
 func (s *Scanner) readRaw(pid int, r *rawStat) (ok bool, err error) {
 	s.path = appendProcPath(s.path[:0], s.fs.root, pid, "stat")
 	fd, err := openPath(s.path)
 	if err != nil {
-		if err == unix.ENOENT || err == unix.ESRCH {
-			return false, nil
-		}
-		return false, fmt.Errorf("reconcile: open /proc/%d/stat: %w", pid, err)
+		return false, s.missErr(pid, "stat", err)
 	}
 	n, err := rawRead(fd, s.statBuf)
 	rawClose(fd)
 	if err != nil {
-		if err == unix.ENOENT || err == unix.ESRCH {
-			return false, nil
-		}
-		return false, fmt.Errorf("reconcile: read /proc/%d/stat: %w", pid, err)
+		return false, s.missErr(pid, "stat", err)
 	}
 	if err := parseStat(s.statBuf[:n], r); err != nil {
-		return false, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		return false, procErr(pid, "stat", err)
 	}
 	return true, nil
 }
 
+// missErr turns a failed system call on /proc/PID/file into nil (the
+// process is gone) or a *ProcError.
+func (s *Scanner) missErr(pid int, file string, err error) error {
+	if isGoneErrno(err) {
+		return s.fs.hiddenErr(pid, file)
+	}
+	return procErr(pid, file, err)
+}
+
 // Lookup reads one process with the scanner's buffers, without allocating.
-// ok is false if it is gone. comm is its command name, valid until the
-// scanner's next read. It is meant for the few PIDs an event or a
-// tree-local reconcile concerns.
+// comm is its command name, valid until the scanner's next read. It is
+// meant for the few PIDs an event or a tree-local reconcile concerns.
+//
+// ok is false with a nil error exactly when /proc says the process does
+// not exist (ENOENT or ESRCH, and no hidden process behind the PID, see
+// HidePID). A zombie is found (ok is true; see Entry.Live). Any other
+// failure is a *ProcError in err: ErrPermission for a process that may not
+// be read, and EMFILE, ENFILE, ENOMEM, EIO or a malformed stat
+// (ErrBadStat) for a read that failed; none of these says the process is
+// gone.
 func (s *Scanner) Lookup(pid int) (e Entry, comm []byte, ok bool, err error) {
 	var r rawStat
 	ok, err = s.readRaw(pid, &r)
 	if !ok || err != nil {
-		return Entry{}, nil, ok, err
+		return Entry{}, nil, false, err
 	}
 	return Entry{PID: r.pid, PPID: r.ppid, StartTicks: r.startTicks, NumThreads: r.numThreads, State: r.state}, r.comm, true, nil
 }

@@ -11,10 +11,15 @@ import (
 // string, so that the scan loop does not allocate. It makes a raw system
 // call (no scheduler hand-off, see readStatFile).
 func openPath(path []byte) (int, error) {
-	dirfd := unix.AT_FDCWD
+	return openAt(unix.AT_FDCWD, path, 0)
+}
+
+// openAt opens a NUL-terminated path relative to dirfd, read-only with
+// O_CLOEXEC and the extra flags, as a raw system call (see openPath).
+func openAt(dirfd int, path []byte, flags int) (int, error) {
 	for {
 		fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(dirfd),
-			uintptr(unsafe.Pointer(&path[0])), uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
+			uintptr(unsafe.Pointer(&path[0])), uintptr(unix.O_RDONLY|unix.O_CLOEXEC|flags), 0, 0, 0)
 		runtime.KeepAlive(path)
 		if errno == unix.EINTR {
 			continue
