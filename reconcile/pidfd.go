@@ -14,6 +14,11 @@ import (
 // polling /proc for the process's exit.
 var ErrPIDFDUnsupported = errors.New("reconcile: pidfd_open not supported (needs Linux 5.3+)")
 
+// ErrThread means a PID given as a process's is the ID of a thread other
+// than the first of its process (pidfd_open gives EINVAL, or ENOENT on
+// newer kernels, for those).
+var ErrThread = errors.New("reconcile: pid is a thread, not a process")
+
 // ErrReused means a PID now names another process than the one asked for:
 // /proc shows another start time for it.
 var ErrReused = errors.New("reconcile: pid names another process")
@@ -35,6 +40,7 @@ type PIDFD struct {
 // the pidfd pins the process, shows startTicks as its start time. Errors:
 //
 //   - ErrPIDFDUnsupported: no pidfd_open here;
+//   - ErrThread: pid is a thread's ID, not a process's;
 //   - a *ProcError matching ErrGone: the process does not exist;
 //   - an error matching ErrReused: the PID names a process with another
 //     start time;
@@ -90,13 +96,16 @@ func OpenPIDFDFunc(fs *FS, pid int, same func(startTicks uint64) bool) (*PIDFD, 
 
 // pidfdOpen is pidfd_open(2) with its errors mapped.
 func pidfdOpen(pid int) (int, error) {
-	// EINVAL: pid is not a thread-group leader (it is a thread's ID).
 	fd, err := unix.PidfdOpen(pid, 0)
 	switch {
 	case err == nil:
 		return fd, nil
 	case err == unix.ENOSYS:
 		return -1, ErrPIDFDUnsupported
+	case err == unix.EINVAL || err == unix.ENOENT:
+		// A process that does not exist gives ESRCH; these two mean
+		// that pid names a thread other than the first.
+		return -1, procErr(pid, "", fmt.Errorf("%w (%w)", ErrThread, err))
 	}
 	return -1, procErr(pid, "", err)
 }
