@@ -3,6 +3,7 @@ package reconcile
 import (
 	"errors"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,7 +49,7 @@ func (e *ProcError) Error() string {
 	if e.File != "" {
 		s += " " + e.File
 	}
-	return s + ": " + e.Err.Error()
+	return s + ": " + strings.TrimPrefix(e.Err.Error(), "reconcile: ")
 }
 
 // Unwrap returns Err.
