@@ -1,0 +1,96 @@
+// Package taskstats receives the Linux kernel's per-task accounting records
+// at exit (the generic netlink family "TASKSTATS") and decodes them: CPU
+// times, peak memory, storage I/O, context switches and delays of every
+// task that exits, however briefly it lived.
+//
+// The package knows nothing about process trees. It offers four layers:
+//
+//   - Decode, a pure decoder of one struct taskstats into a flat,
+//     allocation-free Record, by the struct's version field; and
+//     DecodeMessage, which decodes one TASKSTATS_CMD_NEW message (its
+//     per-PID record and, if present, the per-TGID aggregate).
+//   - Listener: Listen opens the socket, resolves the family, registers
+//     for every possible CPU (TASKSTATS_CMD_GET with
+//     TASKSTATS_CMD_ATTR_REGISTER_CPUMASK) and waits for the kernel's
+//     acknowledgement; Receive then returns batches of records read with
+//     recvmmsg(2) into a reused buffer, each stamped with the
+//     CLOCK_BOOTTIME of its read; Close deregisters and unblocks Receive.
+//     Messages not from the kernel, of another family, or malformed are
+//     dropped and counted in Stats, never returned.
+//   - Aggregator (and Record.ProcessUsage), which turn the record stream
+//     into exactly one Usage per process, all its threads included.
+//   - Socket, the seam under Listener. The real one wraps
+//     github.com/mdlayher/genetlink; package taskstatstest provides a fake
+//     kernel so that code built on Listener is tested without privileges.
+//
+// # How processes are reported
+//
+// Checked in kernel/taskstats.c and on Linux 6.18 (tests
+// TestIntegrationSingleThreaded and TestIntegrationThreads): the kernel
+// sends one message per exiting task, to every listener registered for
+// the CPU the task exits on, at the start of do_exit (before the task's
+// memory and files are released, and before the proc connector's exit
+// event).
+//
+//   - A process that never had a second thread: one message, one KindPID
+//     record with FlagGroupDead (AGROUP). PID == TGID.
+//   - A process that had threads: one KindPID record per thread, in exit
+//     order, FlagGroupDead on the last one only (which may be any thread,
+//     not necessarily the group leader); that last message also carries
+//     a KindTGID aggregate (the kernel allocates it at the first thread
+//     exit while the group is not empty, and accumulates every exiting
+//     thread into it). On 6.18 the aggregate holds the sums of the CPU
+//     times, the elapsed times, the context switches and the delays, with
+//     the version set; comm, ids, memory and I/O are zero. Older kernels
+//     put only the delays in it, with version 0.
+//
+// The Aggregator sums the KindPID records by TGID until the FlagGroupDead
+// one, and uses the kernel's aggregate for the sums it has, so a process
+// gets one Usage covering all its threads: CPU and switches as the kernel
+// counts them, I/O and faults as the sum of the per-task records (the
+// kernel does not aggregate them), peak RSS of the shared address space.
+//
+// # Matching a record to a process identity
+//
+// A process's identity is (PID, start time in clock ticks since boot,
+// /proc/PID/stat field 22). The record of the last task carries the TGID
+// (ac_tgid) and the age of the thread group at exit (ac_tgetime,
+// microseconds since the group leader started, CLOCK_MONOTONIC). The
+// start time is the exit time minus that age: Record.StartTicks uses the
+// read time (Record.Received, CLOCK_BOOTTIME) as the exit time, so it is
+// never below the true start ticks and exceeds them by at most
+// ceil((read latency + 1 µs) / 10 ms): by at most one tick when the
+// record is read within 10 ms. Match a known (pid, ticks) when PID equals
+// and 0 <= StartTicks-ticks <= 1 (or a tolerance of two ticks both ways,
+// as package tracker does). Record.StartTicksAt takes a better exit time
+// (for example the proc connector's exit timestamp converted to
+// CLOCK_BOOTTIME). ac_btime alone is whole seconds of the wall clock and
+// cannot tell apart PIDs reused within a second. On a machine suspended
+// during a process's life the estimate runs early by the suspended time.
+//
+// # Units and caveats
+//
+// CPU and elapsed times are microseconds in the struct; memory
+// high-water marks are KiB (Record gives bytes). The kernel rounds the
+// I/O byte counts (and, oddly, the read/write system call counts) down to
+// multiples of 1024. ReadBytes and WriteBytes are storage-layer bytes,
+// counted when the page cache is dirtied (tmpfs is not counted).
+//
+// CPUDelay is always kept by the scheduler. The other delays (block I/O,
+// swap-in, reclaim, ...) are measured only while delay accounting is on:
+// kernel.task_delayacct = 1 or the delayacct boot parameter (see
+// DelayAccounting); otherwise they are 0.
+//
+// # Privileges and namespaces
+//
+// Registering needs CAP_NET_ADMIN (ErrPermission otherwise), and the
+// kernel registers only listeners in the initial user and PID namespaces
+// (it refuses others with EINVAL: ErrNotSupported). A kernel without
+// CONFIG_TASKSTATS has no "TASKSTATS" family (ErrNotSupported).
+//
+// When the socket's receive buffer is full the kernel drops records and
+// the next read fails with ENOBUFS; Receive turns that into ErrOverrun and
+// the Listener stays usable. Listener.Drops reports the kernel's count of
+// dropped messages. Listen raises the buffer with SO_RCVBUFFORCE
+// (DefaultReadBuffer).
+package taskstats
