@@ -3,8 +3,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/process-watchman/watchman"
 	"github.com/spf13/pflag"
@@ -58,12 +65,14 @@ func attachError(err error) error {
 }
 
 // outputFlags are the flags of the commands that follow a tree over time
-// (run and watch): where the record of what happened goes.
+// (run and watch): where the record of what happened goes, and how the
+// summary lists it.
 type outputFlags struct {
 	events       string
 	trace        string
 	metricsAddr  string
 	pollInterval time.Duration
+	listMax      int
 }
 
 func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
@@ -75,11 +84,85 @@ func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
 	fs.StringVar(&f.trace, "trace", "", "write a Chrome trace (Perfetto, chrome://tracing) of the processes' lifetimes to `FILE`")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`HOST:PORT`/metrics (port 0 = any; the address is printed on stderr)")
 	fs.DurationVar(&f.pollInterval, "poll-interval", 100*time.Millisecond, "how often to scan /proc in polling mode, and to check whether the tree is empty")
+	fs.IntVar(&f.listMax, "list-max", 10, "list at most `N` processes in each list of the summary (failed, left behind); 0 = all")
 }
 
+// check validates the flags, and the output paths, before anything is
+// created: a mistake must not truncate a file.
 func (f *outputFlags) check() error {
 	if f.pollInterval <= 0 {
 		return usageError{fmt.Errorf("--poll-interval must be positive, got %v", f.pollInterval)}
 	}
+	if f.listMax < 0 {
+		return usageError{fmt.Errorf("--list-max must not be negative, got %d", f.listMax)}
+	}
+	var paths []string
+	for _, o := range []struct{ flag, path string }{{"--events", f.events}, {"--trace", f.trace}} {
+		if o.path == "" || o.path == "-" {
+			continue
+		}
+		if err := checkWritable(o.path); err != nil {
+			return usageError{fmt.Errorf("%s: %w", o.flag, err)}
+		}
+		paths = append(paths, o.path)
+	}
+	if len(paths) == 2 && samePath(paths[0], paths[1]) {
+		return usageError{fmt.Errorf("--events and --trace name the same file %q: give each its own", f.trace)}
+	}
+	if f.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(f.metricsAddr); err != nil {
+			return usageError{fmt.Errorf("--metrics-addr: %w", err)}
+		}
+	}
 	return nil
+}
+
+// checkWritable says why path could not be created or written, without
+// touching it.
+func checkWritable(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return &os.PathError{Op: "open", Path: path, Err: syscall.EISDIR}
+	case err == nil:
+		if err := unix.Access(path, unix.W_OK); err != nil {
+			return &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	dir := filepath.Dir(path)
+	di, err := os.Stat(dir)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: unwrapPathErr(err)}
+	}
+	if !di.IsDir() {
+		return &os.PathError{Op: "open", Path: path, Err: syscall.ENOTDIR}
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return nil
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// samePath says whether a and b name one file: the same path once made
+// absolute, or the same existing file (links).
+func samePath(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	if err1 == nil && err2 == nil && aa == bb {
+		return true
+	}
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/process-watchman/watchman"
 	"golang.org/x/sys/unix"
@@ -20,7 +21,7 @@ const eventTimeLayout = "15:04:05.000000"
 //	15:04:05.124001 exit  pid=1240 ppid=1234 code=5 after=551µs sh -c 'exit 5'
 //
 // lifetime is how long the process lived, for exits (0: not shown).
-func formatEvent(ev *watchman.Event, lifetime time.Duration) string {
+func formatEvent(ev *watchman.Event, name string, cmdline []string, depth int, lifetime time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-5s", ev.Time.Format(eventTimeLayout), ev.Type)
 	if ev.Type == watchman.EventLost {
@@ -37,7 +38,7 @@ func formatEvent(ev *watchman.Event, lifetime time.Duration) string {
 	}
 	switch ev.Type {
 	case watchman.EventFork, watchman.EventExec:
-		fmt.Fprintf(&b, " depth=%d", ev.Depth)
+		fmt.Fprintf(&b, " depth=%d", depth)
 	case watchman.EventExit:
 		if ev.Exit != nil {
 			b.WriteString(" " + exitText(ev.Exit, "="))
@@ -49,8 +50,8 @@ func formatEvent(ev *watchman.Event, lifetime time.Duration) string {
 	if ev.Synthetic {
 		b.WriteString(" (found by /proc scan)")
 	}
-	b.WriteString(" " + commandText(ev.Name, ev.Cmdline))
-	return sanitize(b.String())
+	b.WriteString(" " + commandText(name, cmdline))
+	return escape(b.String())
 }
 
 // exitText says how a process ended: "code=5", "signal=SIGKILL(9)",
@@ -84,6 +85,9 @@ func signalName(n int) string {
 // argument has spaces, or [comm] when there is none.
 func commandText(name string, cmdline []string) string {
 	if len(cmdline) == 0 {
+		if name == "" {
+			return "(command unknown)"
+		}
 		return "[" + name + "]"
 	}
 	parts := make([]string, len(cmdline))
@@ -100,15 +104,77 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// sanitize replaces control characters, so that a command line cannot
-// break a line or drive the terminal.
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return '?'
+// escape makes s safe to print on one line: control characters (C0, DEL,
+// C1), the bidirectional-text controls that reorder what a terminal shows,
+// and bytes that are not UTF-8 are written as Go escapes (\n, \x1b,
+// \u202e), so that a command line can neither break a line, forge one,
+// nor drive the terminal.
+func escape(s string) string {
+	clean := true
+	for _, r := range s {
+		if needsEscape(r) {
+			clean = false
+			break
 		}
-		return r
-	}, s)
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x80 && needsEscape(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case needsEscape(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+func needsEscape(r rune) bool {
+	switch {
+	case r < ' ', r == 0x7f, r >= 0x80 && r < 0xa0, r == utf8.RuneError:
+		return true
+	case r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
+}
+
+// cut shortens s to width columns (counting runes), ending in "…".
+// width <= 0 means no cut.
+func cut(s string, width int) string {
+	if width <= 0 || utf8.RuneCountInString(s) <= width {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:max(width-1, 0)]) + "…"
+}
+
+// defaultSummaryWidth is the width of the summary's lines when stderr is
+// not a terminal.
+const defaultSummaryWidth = 200
+
+// summaryWidth is the terminal width of w, or defaultSummaryWidth when it
+// is not a terminal.
+func summaryWidth(w io.Writer) int {
+	if n := terminalWidth(w); n > 0 {
+		return n
+	}
+	return defaultSummaryWidth
 }
 
 // fmtDuration rounds d for people: 850µs, 12.3ms, 1.523s, 2m3s.
@@ -156,6 +222,14 @@ type summary struct {
 	// Stopped says why a watch ended early ("interrupted by SIGINT"), or
 	// "".
 	Stopped string
+	// Notes are lines of their own at the end (containment, blind spots,
+	// failures of pwatch's own work).
+	Notes []string
+	// Limit caps each list (0 = no cap); Width is the width of a line
+	// (lines are cut to it); Events is the --events file, where the whole
+	// lists are.
+	Limit, Width int
+	Events       string
 }
 
 // leftProc is a process left behind by the root.
@@ -171,7 +245,7 @@ func writeSummary(w io.Writer, s *summary) {
 	var b strings.Builder
 	root := "root"
 	if s.Root != nil {
-		root = fmt.Sprintf("%s (pid %d)", s.Root.name, s.Root.id.PID)
+		root = fmt.Sprintf("%s (pid %d)", escape(s.Root.name), s.Root.id.PID)
 		switch {
 		case s.RootEnded && s.Root.exited:
 			fmt.Fprintf(&b, "pwatch: %s %s after %s\n", root, endText(&s.Root.exit), fmtDuration(s.Root.lifetime(time.Time{})))
@@ -187,12 +261,16 @@ func writeSummary(w io.Writer, s *summary) {
 	fmt.Fprintf(&b, "pwatch: %s, %d at most at once, in %s\n", countText(s), s.Peak, fmtDuration(s.Wall))
 	if len(s.Failed) > 0 {
 		fmt.Fprintf(&b, "pwatch: %d failed:\n", len(s.Failed))
-		for _, p := range s.Failed {
+		for i, p := range s.Failed {
+			if s.Limit > 0 && i == s.Limit {
+				s.more(&b, len(s.Failed)-i)
+				break
+			}
 			mark := ""
 			if s.Root != nil && p == s.Root {
 				mark = " (root)"
 			}
-			fmt.Fprintf(&b, "  %7d  %-22s %s%s\n", p.id.PID, exitText(&p.exit, " "), commandText(p.name, p.cmdline), mark)
+			s.line(&b, fmt.Sprintf("  %7d  %-22s ", p.id.PID, exitText(&p.exit, " ")), commandText(p.name, p.cmdline), mark)
 		}
 	}
 	if s.Unknown > 0 {
@@ -203,8 +281,12 @@ func writeSummary(w io.Writer, s *summary) {
 			b.WriteString("pwatch: nothing left behind\n")
 		} else {
 			fmt.Fprintf(&b, "pwatch: %d left behind when the root exited:\n", len(s.Left))
-			for _, l := range s.Left {
-				fmt.Fprintf(&b, "  %7d  age %-18s %s\n", l.PID, fmtDuration(l.Age), l.Command)
+			for i, l := range s.Left {
+				if s.Limit > 0 && i == s.Limit {
+					s.more(&b, len(s.Left)-i)
+					break
+				}
+				s.line(&b, fmt.Sprintf("  %7d  age %-18s ", l.PID, fmtDuration(l.Age)), l.Command, "")
 			}
 			if s.Killed != "" {
 				fmt.Fprintf(&b, "pwatch: %s\n", s.Killed)
@@ -225,7 +307,33 @@ func writeSummary(w io.Writer, s *summary) {
 		fmt.Fprintf(&b, "pwatch: events were lost %d times (%d events; %s): the tree was repaired from /proc, but processes that lived in the gap may be missing\n",
 			s.Markers, s.Lost, why)
 	}
-	io.WriteString(w, sanitize2(b.String()))
+	for _, n := range s.Notes {
+		fmt.Fprintf(&b, "pwatch: %s\n", escape(n))
+	}
+	io.WriteString(w, b.String())
+}
+
+// line writes one list line: prefix, then the command line escaped and cut
+// so that the line fits s.Width, then mark.
+func (s *summary) line(b *strings.Builder, prefix, command, mark string) {
+	room := s.Width - utf8.RuneCountInString(prefix) - utf8.RuneCountInString(mark)
+	if s.Width <= 0 {
+		room = 0
+	} else if room < 20 {
+		room = 20
+	}
+	b.WriteString(prefix + cut(escape(command), room) + mark + "\n")
+}
+
+// more says how many a list left out, and where they are.
+func (s *summary) more(b *strings.Builder, n int) {
+	where := "see --events"
+	if s.Events == "" {
+		where = "--events FILE records every one"
+	} else if s.Events != "-" {
+		where = "see " + escape(s.Events)
+	}
+	fmt.Fprintf(b, "  … and %d more (%s)\n", n, where)
 }
 
 func countText(s *summary) string {
@@ -249,16 +357,4 @@ func endText(x *watchman.Exit) string {
 		return "was killed by " + signalName(x.Signal)
 	}
 	return fmt.Sprintf("exited with status %d", x.Code)
-}
-
-// sanitize2 is sanitize for a text of several lines.
-func sanitize2(s string) string {
-	lines := strings.SplitAfter(s, "\n")
-	for i, l := range lines {
-		lines[i] = sanitize(strings.TrimSuffix(l, "\n"))
-		if strings.HasSuffix(l, "\n") {
-			lines[i] += "\n"
-		}
-	}
-	return strings.Join(lines, "")
 }

@@ -61,8 +61,10 @@ func TestEventLinesGolden(t *testing.T) {
 		if p != nil && evs[i].Type == watchman.EventExit {
 			lifetime = p.lifetime(evs[i].Time)
 		}
-		fmt.Fprintln(&text, formatEvent(&evs[i], lifetime))
-		l := newEventLine(&evs[i], lifetime)
+		name, cmdline := r.eventView(&evs[i])
+		depth := r.depth(evs[i].Process, evs[i].Depth)
+		fmt.Fprintln(&text, formatEvent(&evs[i], name, cmdline, depth, lifetime))
+		l := newEventLine(&evs[i], name, cmdline, depth, lifetime)
 		jw.write(&l)
 	}
 	snap := watchman.Snapshot{Time: evs[0].Time, RootAlive: true, Processes: []watchman.ProcessInfo{
@@ -116,41 +118,73 @@ func TestSummaryGolden(t *testing.T) {
 
 func TestTraceLayout(t *testing.T) {
 	r, begin, evs := recordFixed()
+	var b bytes.Buffer
+	tw := newTraceWriter(&b, begin, r.root.PID, 99, "connector")
+	for _, p := range r.order {
+		tw.update(p)
+	}
+	var afterFlush []int
 	for i := range evs {
-		r.apply(&evs[i])
+		if p := r.apply(&evs[i]); p != nil {
+			tw.update(p)
+		}
+		if i == 3 {
+			// make (101) and the root live on: they get "B" events.
+			if err := tw.flush(); err != nil {
+				t.Fatal(err)
+			}
+			afterFlush = append(afterFlush, b.Len())
+		}
+	}
+	if err := tw.flush(); err != nil {
+		t.Fatal(err)
+	}
+	// What a killed pwatch leaves is a trace once "]" is appended.
+	var partial []traceEvent
+	if err := json.Unmarshal(append(bytes.Clone(b.Bytes()), ']'), &partial); err != nil {
+		t.Fatalf("flushed trace plus ] does not parse: %v\n%s", err, b.Bytes())
 	}
 	end := begin.Add(5 * time.Millisecond)
-	doc := buildTrace(r, begin, end, "connector")
-	var b bytes.Buffer
-	if err := writeTrace(&b, &doc); err != nil {
+	if err := tw.close(r, end); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "trace.golden", b.Bytes())
 
-	var back struct {
-		TraceEvents []traceEvent `json:"traceEvents"`
-	}
+	var back []traceEvent
 	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	spans := map[int]traceEvent{}
-	for _, e := range back.TraceEvents {
-		if e.Ph == "X" {
+	type span struct{ begin, end float64 }
+	spans := map[int]*span{}
+	for _, e := range back {
+		switch e.Ph {
+		case "X":
 			if _, dup := spans[e.TID]; dup {
 				t.Errorf("two spans for %d", e.TID)
 			}
-			spans[e.TID] = e
+			spans[e.TID] = &span{e.TS, e.TS + *e.Dur}
+		case "B":
+			spans[e.TID] = &span{begin: e.TS, end: -1}
+		case "E":
+			if sp := spans[e.TID]; sp == nil || sp.end != -1 {
+				t.Errorf("E without B for %d", e.TID)
+			} else {
+				sp.end = e.TS
+			}
 		}
 	}
 	if len(spans) != len(r.order) {
 		t.Fatalf("%d spans for %d processes", len(spans), len(r.order))
 	}
 	// cc (102) lived 250 µs .. 1250 µs... from its fork at 200 µs.
-	if cc := spans[102]; cc.TS != 200 || *cc.Dur != 1050 || cc.PID != 101 || cc.Name != "cc" {
-		t.Errorf("cc span: %+v", cc)
+	if cc := spans[102]; cc.begin != 200 || cc.end != 1250 {
+		t.Errorf("cc span: %+v", *cc)
 	}
 	// sleep (104) is alive at the end: its span runs to the end.
-	if sl := spans[104]; sl.TS+*sl.Dur != 5000 || sl.Args["alive_at_end"] != true {
-		t.Errorf("sleep span: %+v dur %v", sl, *sl.Dur)
+	if sl := spans[104]; sl.end != 5000 {
+		t.Errorf("sleep span: %+v", *sl)
+	}
+	if len(afterFlush) != 1 || afterFlush[0] == 0 {
+		t.Errorf("nothing written at the first flush")
 	}
 }

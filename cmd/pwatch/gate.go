@@ -119,7 +119,7 @@ type gatedChild struct {
 
 // startGated starts pwatch's own binary as the gated child of path/argv,
 // with the given standard streams.
-func startGated(path string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (*gatedChild, error) {
+func startGated(path string, argv []string, stdin io.Reader, stdout, stderr io.Writer, attr *syscall.SysProcAttr) (*gatedChild, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding pwatch's own binary: %w", err)
@@ -143,7 +143,8 @@ func startGated(path string, argv []string, stdin io.Reader, stdout, stderr io.W
 		ExtraFiles: []*os.File{gateR, statusW},
 		// Only matters when the streams are not files (tests): a process
 		// left behind must not hold Wait forever.
-		WaitDelay: time.Second,
+		WaitDelay:   time.Second,
+		SysProcAttr: attr,
 	}
 	err = cmd.Start()
 	gateR.Close()
@@ -179,12 +180,4 @@ func (g *gatedChild) release() error {
 		c = exitNotExecutable
 	}
 	return &commandError{c, text}
-}
-
-// abort closes the gate without releasing it: the child exits without
-// running the command. It waits for the child.
-func (g *gatedChild) abort() {
-	g.gate.Close()
-	g.status.Close()
-	g.cmd.Wait()
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"github.com/process-watchman/watchman"
 )
@@ -27,8 +29,14 @@ type eventLine struct {
 	StartTicks uint64   `json:"start_ticks,omitempty"`
 	Comm       string   `json:"comm,omitempty"`
 	Cmdline    []string `json:"cmdline,omitempty"`
-	Depth      *int     `json:"depth,omitempty"`
-	Synthetic  *bool    `json:"synthetic,omitempty"`
+	// CommBase64 and CmdlineBase64 hold the exact bytes (standard base64,
+	// one string per argument) when comm or an argument is not valid
+	// UTF-8, which JSON strings cannot carry: comm and cmdline then show
+	// each invalid byte as U+FFFD.
+	CommBase64    string   `json:"comm_base64,omitempty"`
+	CmdlineBase64 []string `json:"cmdline_base64,omitempty"`
+	Depth         *int     `json:"depth,omitempty"`
+	Synthetic     *bool    `json:"synthetic,omitempty"`
 
 	// Exit events: exit_code for a normal exit, signal for a killing
 	// signal, neither when the status is unknown.
@@ -36,6 +44,9 @@ type eventLine struct {
 	Signal     int   `json:"signal,omitempty"`
 	CoreDumped bool  `json:"core_dumped,omitempty"`
 	LifetimeNS int64 `json:"lifetime_ns,omitempty"`
+	// Rusage is on reap lines: the resources the process used, as wait4
+	// reported them.
+	Rusage *rusage `json:"rusage,omitempty"`
 
 	// Lost markers.
 	Lost    *uint64 `json:"lost,omitempty"`
@@ -51,27 +62,64 @@ func jsonTime(t time.Time) string { return t.UTC().Format(jsonTimeLayout) }
 
 // newEventLine converts an event; lifetime is how long an exiting process
 // lived, if known.
-func newEventLine(ev *watchman.Event, lifetime time.Duration) eventLine {
+func newEventLine(ev *watchman.Event, name string, cmdline []string, depth int, lifetime time.Duration) eventLine {
 	l := eventLine{Time: jsonTime(ev.Time), Type: string(ev.Type)}
 	if ev.Type == watchman.EventLost {
 		lost, over := ev.Lost, ev.Overrun
 		l.Lost, l.Overrun = &lost, &over
 		return l
 	}
-	depth, syn := ev.Depth, ev.Synthetic
+	syn := ev.Synthetic
 	l.PID, l.PPID, l.StartTicks = ev.Process.PID, ev.PPID, ev.Process.StartTicks
-	l.Comm, l.Cmdline, l.Depth, l.Synthetic = ev.Name, ev.Cmdline, &depth, &syn
-	if x := ev.Exit; x != nil && x.StatusKnown {
-		if x.Signal > 0 {
-			l.Signal, l.CoreDumped = x.Signal, x.CoreDumped
-		} else {
-			code := x.Code
-			l.ExitCode = &code
-		}
+	l.Synthetic = &syn
+	l.setProcess(name, cmdline, depth)
+	if ev.Exit != nil {
+		l.setExit(ev.Exit)
 	}
 	if ev.Type == watchman.EventExit && lifetime > 0 {
 		l.LifetimeNS = int64(lifetime)
 	}
+	return l
+}
+
+// setProcess fills the fields that describe a process.
+func (l *eventLine) setProcess(name string, cmdline []string, depth int) {
+	l.Comm, l.Cmdline, l.Depth = name, cmdline, &depth
+	if !utf8.ValidString(name) {
+		l.CommBase64 = base64.StdEncoding.EncodeToString([]byte(name))
+	}
+	for _, a := range cmdline {
+		if !utf8.ValidString(a) {
+			l.CmdlineBase64 = make([]string, len(cmdline))
+			for i, a := range cmdline {
+				l.CmdlineBase64[i] = base64.StdEncoding.EncodeToString([]byte(a))
+			}
+			break
+		}
+	}
+}
+
+// setExit fills exit_code or signal from a known status.
+func (l *eventLine) setExit(x *watchman.Exit) {
+	if !x.StatusKnown {
+		return
+	}
+	if x.Signal > 0 {
+		l.Signal, l.CoreDumped = x.Signal, x.CoreDumped
+	} else {
+		code := x.Code
+		l.ExitCode = &code
+	}
+}
+
+// reapLine is the line of a process pwatch reaped: COMMAND, or an orphan
+// of its tree that came back to pwatch, with its wait status and rusage.
+func reapLine(p *proc) eventLine {
+	l := eventLine{Time: jsonTime(p.end), Type: "reap", PID: p.id.PID, PPID: p.ppid, StartTicks: p.id.StartTicks}
+	l.setProcess(p.name, p.cmdline, p.depth)
+	l.setExit(&p.exit)
+	ru := p.rusage
+	l.Rusage = &ru
 	return l
 }
 
@@ -81,6 +129,15 @@ func snapshotLine(s *watchman.Snapshot) eventLine {
 	return eventLine{Time: jsonTime(s.Time), Type: "snapshot", Live: &live, RootAlive: &alive, PIDs: s.PIDs()}
 }
 
+// rusage is what wait4 reports of a reaped process's resources.
+type rusage struct {
+	// UserNS and SystemNS are the CPU time in user and kernel mode.
+	UserNS   int64 `json:"user_ns"`
+	SystemNS int64 `json:"system_ns"`
+	// MaxRSSKiB is the peak resident set size.
+	MaxRSSKiB int64 `json:"max_rss_kib"`
+}
+
 // jsonlWriter writes JSON Lines, buffered.
 type jsonlWriter struct {
 	bw  *bufio.Writer
@@ -88,6 +145,9 @@ type jsonlWriter struct {
 }
 
 func newJSONLWriter(w io.Writer) *jsonlWriter { return &jsonlWriter{bw: bufio.NewWriter(w)} }
+
+// buffered says whether lines wait to be written.
+func (j *jsonlWriter) buffered() bool { return j.bw.Buffered() > 0 }
 
 func (j *jsonlWriter) write(l *eventLine) {
 	if j.err != nil {

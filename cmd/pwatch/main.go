@@ -23,6 +23,19 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
+// pwatch's own exit statuses (besides COMMAND's, which run passes on).
+const (
+	// exitUsage: a usage error; nothing was run or written.
+	exitUsage = 2
+	// exitTimeout: pwatch run's --timeout expired and the tree was
+	// killed, as coreutils timeout says it.
+	exitTimeout = 124
+	// exitOwnFailure: pwatch's own work failed once COMMAND had finished:
+	// a record (--events, --trace, watch's stdout) could not be written,
+	// or the tree could not be killed.
+	exitOwnFailure = 125
+)
+
 // exitError carries an exit status chosen by a command.
 type exitError struct{ code int }
 
@@ -74,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ue) || !a.started {
 		// cobra's own complaints (unknown command, wrong number of
 		// arguments) come before any command starts.
-		return 2
+		return exitUsage
 	}
 	return 1
 }

@@ -75,13 +75,22 @@ func (m *metrics) observe(ev *watchman.Event) {
 	}
 }
 
-// serve listens on addr, says where on stderr, and serves /metrics until
-// close.
-func (m *metrics) serve(addr string, stderr io.Writer) error {
+// listenMetrics opens the metrics address (before any file is created:
+// a bad address is a usage error). An empty addr gives nil.
+func listenMetrics(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return usageError{fmt.Errorf("--metrics-addr: %w", err)}
+		return nil, usageError{fmt.Errorf("--metrics-addr: %w", err)}
 	}
+	return ln, nil
+}
+
+// serve says on stderr where ln is, and serves /metrics on it until
+// close.
+func (m *metrics) serve(ln net.Listener, stderr io.Writer) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -93,7 +102,6 @@ func (m *metrics) serve(addr string, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "pwatch: metrics server: %v\n", err)
 		}
 	}()
-	return nil
 }
 
 // close stops the server, letting a scrape in flight finish for a moment.

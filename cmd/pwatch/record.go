@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"time"
 
 	"github.com/process-watchman/watchman"
@@ -22,6 +23,12 @@ type proc struct {
 	exited     bool
 	end        time.Time
 	exit       watchman.Exit
+	// reaped says pwatch reaped the process (COMMAND, or an orphan that
+	// came back to pwatch), which gives its wait status and rusage.
+	reaped bool
+	rusage rusage
+	// traced is how far the trace has written the process.
+	traced traceState
 }
 
 // lifetime is how long the process lived (or has lived by at).
@@ -47,7 +54,21 @@ func (p *proc) failed() bool {
 // recorder follows the tree from its events: every process seen, how many
 // live at once, what was lost. It is used by one goroutine.
 type recorder struct {
-	root  watchman.Identity
+	root watchman.Identity
+	// self is pwatch run itself, the Watcher's root, which is not part of
+	// the record (zero for watch).
+	self watchman.Identity
+	// command is COMMAND's argument vector, exact (run), and commandName
+	// its name: what the root shows while it is pwatch's launcher.
+	command     []string
+	commandName string
+	// launcherName is the command name of pwatch's own binary, which the
+	// root has until it execs COMMAND.
+	launcherName string
+	// depthOff is subtracted from the Watcher's depths: 1 in run, where
+	// the Watcher's root is pwatch itself and COMMAND its child.
+	depthOff int
+
 	procs map[watchman.Identity]*proc
 	order []*proc // in order of appearance
 	live  int
@@ -73,8 +94,12 @@ func newRecorder(root watchman.Identity) *recorder {
 func (r *recorder) seed(members []watchman.ProcessInfo, at time.Time) {
 	for i := range members {
 		m := &members[i]
+		if m.Identity == r.self {
+			continue
+		}
 		p := r.add(m.Identity, at)
-		p.ppid, p.name, p.cmdline, p.depth, p.started = m.PPID, m.Name, m.Cmdline, m.Depth, m.Started
+		p.ppid, p.depth, p.started = m.PPID, r.depth(m.Identity, m.Depth), m.Started
+		p.name, p.cmdline = r.view(m.Identity, m.Name, m.Cmdline)
 		if m.Started.IsZero() || m.Started.After(at) {
 			p.started = at
 		}
@@ -98,13 +123,76 @@ func (r *recorder) get(ev *watchman.Event) *proc {
 		return p
 	}
 	p := r.add(ev.Process, ev.Time)
-	p.ppid, p.name, p.cmdline, p.depth = ev.PPID, ev.Name, ev.Cmdline, ev.Depth
+	p.ppid, p.depth = ev.PPID, r.depth(ev.Process, ev.Depth)
+	p.name, p.cmdline = r.view(ev.Process, ev.Name, ev.Cmdline)
 	return p
+}
+
+// depth is the depth pwatch reports for a Watcher depth d: 0 for the root
+// only.
+func (r *recorder) depth(id watchman.Identity, d int) int {
+	d -= r.depthOff
+	if id == r.root {
+		return 0
+	}
+	// In polling mode an orphan first seen as pwatch's child has lost its
+	// lineage; it is below the root all the same.
+	return max(d, 1)
+}
+
+// view is what pwatch shows of a process's name and command line: the
+// event's, except for the root of a run while it is pwatch's launcher
+// (then COMMAND's, exactly as given), or when the event's command line is
+// COMMAND's (then the exact one, which keeps trailing empty and
+// non-UTF-8 arguments).
+func (r *recorder) view(id watchman.Identity, name string, cmdline []string) (string, []string) {
+	if r.command == nil || id != r.root {
+		return name, cmdline
+	}
+	launcher := len(cmdline) > 1 && cmdline[1] == gateArg ||
+		len(cmdline) == 0 && name == r.launcherName
+	if launcher || sameCommand(cmdline, r.command) {
+		if launcher {
+			name = r.commandName
+		}
+		return name, r.command
+	}
+	return name, cmdline
+}
+
+// sameCommand says whether got is exact, as the kernel's command line
+// reads back through the library (which drops trailing empty arguments
+// and may have cut the line).
+func sameCommand(got, exact []string) bool {
+	n := len(exact)
+	for n > 0 && exact[n-1] == "" {
+		n--
+	}
+	if len(got) == 0 || len(got) > n {
+		return false
+	}
+	for i, g := range got {
+		if g == exact[i] {
+			continue
+		}
+		// A cut line ends in a prefix of the argument.
+		return i == len(got)-1 && strings.HasPrefix(exact[i], g)
+	}
+	return len(got) == n
+}
+
+// eventView is the name and command line of an event as pwatch reports
+// them.
+func (r *recorder) eventView(ev *watchman.Event) (string, []string) {
+	return r.view(ev.Process, ev.Name, ev.Cmdline)
 }
 
 // apply records one event and returns the process it is about (nil for a
 // lost marker).
 func (r *recorder) apply(ev *watchman.Event) *proc {
+	if ev.Type != watchman.EventLost && ev.Process == r.self {
+		return nil
+	}
 	switch ev.Type {
 	case watchman.EventFork:
 		if p := r.procs[ev.Process]; p != nil {
@@ -115,15 +203,16 @@ func (r *recorder) apply(ev *watchman.Event) *proc {
 		return p
 	case watchman.EventExec:
 		p := r.get(ev)
-		p.name, p.cmdline = ev.Name, ev.Cmdline
+		p.name, p.cmdline = r.eventView(ev)
 		return p
 	case watchman.EventExit:
 		p := r.get(ev)
-		if ev.Name != "" {
-			p.name = ev.Name
+		name, cmdline := r.eventView(ev)
+		if name != "" {
+			p.name = name
 		}
-		if ev.Cmdline != nil {
-			p.cmdline = ev.Cmdline
+		if cmdline != nil {
+			p.cmdline = cmdline
 		}
 		if ev.Exit != nil {
 			r.ended(p, *ev.Exit, ev.Time)
@@ -157,11 +246,15 @@ func (r *recorder) ended(p *proc, x watchman.Exit, at time.Time) {
 
 // tombstone records a removed member that Poll reported, for the case that
 // its events were lost.
-func (r *recorder) tombstone(ts *watchman.Tombstone) {
+func (r *recorder) tombstone(ts *watchman.Tombstone) *proc {
+	if ts.Identity == r.self {
+		return nil
+	}
 	p := r.procs[ts.Identity]
 	if p == nil {
 		p = r.add(ts.Identity, ts.Started)
-		p.ppid, p.name, p.cmdline, p.depth, p.started = ts.PPID, ts.Name, ts.Cmdline, ts.Depth, ts.Started
+		p.ppid, p.depth, p.started = ts.PPID, r.depth(ts.Identity, ts.Depth), ts.Started
+		p.name, p.cmdline = r.view(ts.Identity, ts.Name, ts.Cmdline)
 	}
 	if !p.exited {
 		at := ts.Exit.Time
@@ -170,6 +263,39 @@ func (r *recorder) tombstone(ts *watchman.Tombstone) {
 		}
 		r.ended(p, ts.Exit, at)
 	}
+	return p
+}
+
+// latest returns the record of the live process with pid, or nil.
+func (r *recorder) latest(pid int) *proc {
+	for i := len(r.order) - 1; i >= 0; i-- {
+		if p := r.order[i]; p.id.PID == pid {
+			if p.exited && p.exit.StatusKnown {
+				return nil
+			}
+			return p
+		}
+	}
+	return nil
+}
+
+// reaped records what wait4 said of a process pwatch reaped: id (its
+// start ticks zero when they could not be read), with comm and ppid from
+// /proc. It returns the record, made if the process was never seen (a
+// short-lived orphan in polling mode).
+func (r *recorder) reaped(id watchman.Identity, comm string, ppid int, x watchman.Exit, ru rusage) *proc {
+	p := r.procs[id]
+	if p == nil {
+		p = r.latest(id.PID)
+	}
+	if p == nil {
+		p = r.add(id, x.Time)
+		p.ppid, p.depth = ppid, r.depth(id, r.depthOff+1)
+		p.name, p.cmdline = r.view(id, comm, nil)
+	}
+	p.reaped, p.rusage = true, ru
+	r.ended(p, x, x.Time)
+	return p
 }
 
 // failures returns the processes that failed, in order of appearance.

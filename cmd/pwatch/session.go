@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -15,56 +14,70 @@ import (
 // a burst of forks does not outrun the writers.
 const subscribeBuffer = 1 << 16
 
+// flushEvery bounds how long a line of --events or --trace stays in
+// pwatch's buffer: what pwatch learned is on disk within this time, and a
+// killed pwatch loses at most that much.
+const flushEvery = 50 * time.Millisecond
+
 // session follows one attached tree: it consumes the event stream, keeps
-// the record, and feeds the outputs (JSON Lines, human lines, metrics). It
-// is used by one goroutine.
+// the record, and feeds the outputs (JSON Lines, trace, human lines,
+// metrics). It is used by one goroutine.
 type session struct {
 	a    *app
 	out  *outputFlags
 	w    *watchman.Watcher
 	sub  *watchman.Subscription
+	evc  <-chan watchman.Event // sub.C, nil once closed
 	rec  *recorder
 	mode watchman.Mode
 
 	events  *jsonlWriter  // --events, or nil
 	evFile  *os.File      // the file under events, or nil for stdout
+	trace   *traceWriter  // --trace, or nil
+	trFile  *os.File      // the file under trace
 	human   *bufio.Writer // watch's human lines, or nil
 	stdJSON *jsonlWriter  // watch's --json lines on stdout, or nil
 	metrics *metrics      // --metrics-addr, or nil
 
+	flush      *time.Timer // fires flushEvery after the first unwritten line
+	flushArmed bool
+
+	kids *children // pwatch run's children (COMMAND and adopted orphans), or nil
+
 	begin     time.Time
 	truncated bool // a Poll said limits kept processes out
 	warned    map[string]bool
+	// writeErr is the first write of a record (--events, --trace, stdout)
+	// that failed.
+	writeErr error
 }
 
-// newSession opens the outputs for w. On error nothing is left open.
-func newSession(a *app, out *outputFlags, w *watchman.Watcher) (*session, error) {
-	s := &session{a: a, out: out, w: w, rec: newRecorder(w.Root()), mode: w.Mode(), warned: map[string]bool{}}
-	if out.events != "" && out.events != "-" {
-		f, err := os.Create(out.events)
+// newSession prepares a session on w; nothing is opened yet.
+func newSession(a *app, out *outputFlags, w *watchman.Watcher, rec *recorder) *session {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &session{a: a, out: out, w: w, rec: rec, mode: w.Mode(), warned: map[string]bool{}, flush: t}
+}
+
+// openFiles creates (or truncates) the output files. It is called once
+// every flag has been checked. On error nothing is left open.
+func (s *session) openFiles() error {
+	if s.out.events != "" && s.out.events != "-" {
+		f, err := os.Create(s.out.events)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--events: %w", err)}
+			return fmt.Errorf("--events: %w", err)
 		}
 		s.evFile, s.events = f, newJSONLWriter(f)
 	}
-	if out.trace != "" {
-		// Fail now, not after a long run.
-		f, err := os.OpenFile(out.trace, os.O_WRONLY|os.O_CREATE, 0o666)
+	if s.out.trace != "" {
+		f, err := os.Create(s.out.trace)
 		if err != nil {
 			s.closeFiles()
-			return nil, usageError{fmt.Errorf("--trace: %w", err)}
+			return fmt.Errorf("--trace: %w", err)
 		}
-		f.Close()
+		s.trFile = f
 	}
-	if out.metricsAddr != "" {
-		s.metrics = newMetrics(w)
-		if err := s.metrics.serve(out.metricsAddr, a.stderr); err != nil {
-			s.metrics = nil
-			s.closeFiles()
-			return nil, err
-		}
-	}
-	return s, nil
+	return nil
 }
 
 // sayMode prints the mode line once on stderr.
@@ -75,24 +88,48 @@ func (s *session) sayMode() {
 // start subscribes and records the members present now as of at.
 func (s *session) start(at time.Time) error {
 	s.sub = s.w.Subscribe(subscribeBuffer)
+	s.evc = s.sub.C
 	snap, err := s.w.Poll()
 	if err != nil {
 		return err
 	}
 	s.begin = at
+	s.truncated = snap.Truncated
 	s.rec.seed(snap.Processes, at)
 	return nil
+}
+
+// startTrace starts the trace with what is recorded so far, once the root
+// is known.
+func (s *session) startTrace() {
+	if s.trFile == nil {
+		return
+	}
+	parent := -1
+	if p := s.rec.procs[s.rec.root]; p != nil {
+		parent = p.ppid
+	}
+	s.trace = newTraceWriter(s.trFile, s.begin, s.rec.root.PID, parent, string(s.mode))
+	for _, p := range s.rec.order {
+		s.trace.update(p)
+	}
+	s.armFlush()
 }
 
 // handle processes one event.
 func (s *session) handle(ev *watchman.Event) {
 	p := s.rec.apply(ev)
+	if p == nil && ev.Type != watchman.EventLost {
+		return // pwatch itself
+	}
 	var lifetime time.Duration
 	if p != nil && ev.Type == watchman.EventExit {
 		lifetime = p.lifetime(ev.Time)
 	}
+	name, cmdline := s.rec.eventView(ev)
+	depth := s.rec.depth(ev.Process, ev.Depth)
 	if s.events != nil || s.stdJSON != nil {
-		l := newEventLine(ev, lifetime)
+		l := newEventLine(ev, name, cmdline, depth, lifetime)
 		if s.events != nil {
 			s.events.write(&l)
 		}
@@ -100,12 +137,16 @@ func (s *session) handle(ev *watchman.Event) {
 			s.stdJSON.write(&l)
 		}
 	}
+	if s.trace != nil && p != nil {
+		s.trace.update(p)
+	}
 	if s.human != nil {
-		fmt.Fprintln(s.human, formatEvent(ev, lifetime))
+		fmt.Fprintln(s.human, formatEvent(ev, name, cmdline, depth, lifetime))
 	}
 	if s.metrics != nil {
 		s.metrics.observe(ev)
 	}
+	s.armFlush()
 }
 
 // handleBatch handles ev and what else is already queued, then flushes
@@ -120,8 +161,9 @@ func (s *session) handleBatch(ev watchman.Event) {
 func (s *session) drainQueued() {
 	for {
 		select {
-		case ev, ok := <-s.sub.C:
+		case ev, ok := <-s.evc:
 			if !ok {
+				s.evc = nil
 				return
 			}
 			s.handle(&ev)
@@ -135,11 +177,55 @@ func (s *session) drainQueued() {
 // they happen.
 func (s *session) flushLive() {
 	if s.stdJSON != nil {
-		s.warn("writing to stdout", s.stdJSON.flush())
+		s.wrote("stdout", s.stdJSON.flush())
 	}
 	if s.human != nil {
-		s.warn("writing to stdout", s.human.Flush())
+		s.wrote("stdout", s.human.Flush())
 	}
+}
+
+// armFlush makes sure what the files' buffers hold is written within
+// flushEvery.
+func (s *session) armFlush() {
+	if s.flushArmed {
+		return
+	}
+	if (s.events != nil && s.events.buffered()) || (s.trace != nil && s.trace.dirty()) {
+		s.flush.Reset(flushEvery)
+		s.flushArmed = true
+	}
+}
+
+// flushDue is the channel that says the files are due for a flush, or nil.
+func (s *session) flushDue() <-chan time.Time {
+	if s.flushArmed {
+		return s.flush.C
+	}
+	return nil
+}
+
+// flushFiles writes out --events and --trace.
+func (s *session) flushFiles() {
+	s.flushArmed = false
+	if s.events != nil {
+		s.wrote("--events", s.events.flush())
+	}
+	if s.trace != nil {
+		s.wrote("--trace", s.trace.flush())
+	}
+}
+
+// wrote records the outcome of writing an output: the first failure is
+// reported at once, and makes pwatch's exit status exitOwnFailure.
+func (s *session) wrote(what string, err error) {
+	if err == nil {
+		return
+	}
+	err = fmt.Errorf("%s: %w", what, err)
+	if s.writeErr == nil {
+		s.writeErr = err
+	}
+	s.warn("write "+what, err)
 }
 
 // poll asks the Watcher for the current tree (which, in polling mode,
@@ -154,10 +240,24 @@ func (s *session) poll() (watchman.Snapshot, bool) {
 		return snap, false
 	}
 	for i := range snap.Tombstones {
-		s.rec.tombstone(&snap.Tombstones[i])
+		if p := s.rec.tombstone(&snap.Tombstones[i]); p != nil && s.trace != nil {
+			s.trace.update(p)
+		}
 	}
 	s.truncated = s.truncated || snap.Truncated
+	s.armFlush()
 	return snap, true
+}
+
+// others counts the live members besides pwatch itself.
+func (s *session) others() int {
+	n := 0
+	for _, pid := range s.w.LivePIDs() {
+		if pid != s.rec.self.PID {
+			n++
+		}
+	}
+	return n
 }
 
 // warn prints a warning once per kind.
@@ -166,65 +266,47 @@ func (s *session) warn(kind string, err error) {
 		return
 	}
 	s.warned[kind] = true
-	fmt.Fprintf(s.a.stderr, "pwatch: warning: %v\n", err)
+	fmt.Fprintf(s.a.stderr, "pwatch: warning: %s\n", escape(err.Error()))
 }
 
-// finish closes the Watcher, handles the events still queued, writes the
-// trace, and closes every output. It returns the first error writing
-// them.
-func (s *session) finish(end time.Time) error {
+// finish closes the Watcher, handles the events still queued, ends the
+// trace, and closes every output. Write failures are in s.writeErr.
+func (s *session) finish(end time.Time) {
 	s.w.Close()
 	if s.sub != nil {
 		for ev := range s.sub.C {
 			s.handle(&ev)
 		}
 	}
-	var errs []error
+	s.reapChildren()
+	s.flush.Stop()
+	s.flushArmed = false
 	if s.stdJSON != nil {
-		errs = append(errs, s.stdJSON.flush())
+		s.wrote("stdout", s.stdJSON.flush())
 	}
 	if s.human != nil {
-		errs = append(errs, s.human.Flush())
+		s.wrote("stdout", s.human.Flush())
 	}
 	if s.events != nil {
-		if err := s.events.flush(); err != nil {
-			errs = append(errs, fmt.Errorf("--events: %w", err))
-		}
+		s.wrote("--events", s.events.flush())
 	}
-	errs = append(errs, s.closeFiles())
-	if s.out.trace != "" {
-		doc := buildTrace(s.rec, s.begin, end, string(s.mode))
-		if err := writeFileWith(s.out.trace, func(w io.Writer) error { return writeTrace(w, &doc) }); err != nil {
-			errs = append(errs, fmt.Errorf("--trace: %w", err))
-		}
+	if s.trace != nil {
+		s.wrote("--trace", s.trace.close(s.rec, end))
 	}
+	s.closeFiles()
 	s.metrics.close()
-	return errors.Join(errs...)
 }
 
-func (s *session) closeFiles() error {
-	if s.evFile == nil {
-		return nil
+// closeFiles closes the output files.
+func (s *session) closeFiles() {
+	if s.evFile != nil {
+		s.wrote("--events", s.evFile.Close())
+		s.evFile = nil
 	}
-	err := s.evFile.Close()
-	s.evFile = nil
-	if err != nil {
-		return fmt.Errorf("--events: %w", err)
+	if s.trFile != nil {
+		s.wrote("--trace", s.trFile.Close())
+		s.trFile = nil
 	}
-	return nil
-}
-
-// writeFileWith creates path and writes it with write.
-func writeFileWith(path string, write func(io.Writer) error) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := write(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // summary fills the parts of the summary that the record holds.
@@ -250,5 +332,8 @@ func (s *session) summary(verb string, end time.Time) *summary {
 		Markers:   r.markers,
 		Overrun:   r.overrun,
 		Truncated: s.truncated,
+		Limit:     s.out.listMax,
+		Width:     summaryWidth(s.a.stderr),
+		Events:    s.out.events,
 	}
 }

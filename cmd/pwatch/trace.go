@@ -1,10 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"time"
 )
 
@@ -22,80 +22,182 @@ type traceEvent struct {
 	Args map[string]any `json:"args,omitempty"`
 }
 
-// traceDoc is the JSON object form of a trace.
-type traceDoc struct {
-	TraceEvents     []traceEvent   `json:"traceEvents"`
-	DisplayTimeUnit string         `json:"displayTimeUnit"`
-	OtherData       map[string]any `json:"otherData,omitempty"`
+// traceState is how far the trace has written one process.
+type traceState uint8
+
+const (
+	traceNone  traceState = iota // nothing yet
+	traceBegun                   // its "B" event
+	traceDone                    // its "X", or its "B" and "E"
+)
+
+// traceWriter writes the trace as it goes, in the JSON Array Format of the
+// Trace Event Format: "[" and one event per line, each line after the first
+// starting with ",". Whatever has been flushed is a valid trace once "]"
+// is appended, and viewers accept it without the bracket, so a trace
+// survives a killed pwatch.
+//
+// Each process is a track of its own (tid = its PID) grouped under the
+// process that forked it (pid = that PID). A process that ends before the
+// next flush is one complete ("X") event, with its last name; one that
+// lives on gets a "B" event at the flush and an "E" event when it ends.
+// Times are µs since begin.
+type traceWriter struct {
+	bw      *bufio.Writer
+	err     error
+	begin   time.Time
+	started bool         // "[" and the first event are written
+	groups  map[int]bool // groups whose name is written
+	// rootPID is the root's PID, rootParent its parent's (the group of
+	// the root, and of the orphans that come back to pwatch run).
+	rootPID, rootParent int
+	pending             []*proc // joined, nothing written yet
 }
 
-// buildTrace lays out every recorded process as one complete ("X") event
-// from the start of its life (or of the watch) to its end (or end, for
-// those still alive), on a track of its own (tid = its PID) grouped under
-// its parent (pid = the parent's PID), with metadata naming the groups and
-// tracks. Times are in µs since begin.
-func buildTrace(r *recorder, begin, end time.Time, mode string) traceDoc {
-	us := func(t time.Time) float64 { return float64(t.Sub(begin).Nanoseconds()) / 1e3 }
-	doc := traceDoc{DisplayTimeUnit: "ms", OtherData: map[string]any{
-		"tool": "pwatch", "root_pid": r.root.PID, "mode": mode, "start": jsonTime(begin),
-	}}
-	names := make(map[int]string) // PID → name of the latest process with it
-	groups := make(map[int]bool)
-	for _, p := range r.order {
-		names[p.id.PID] = p.name
-		groups[p.ppid] = true
+func newTraceWriter(w io.Writer, begin time.Time, rootPID, rootParent int, mode string) *traceWriter {
+	t := &traceWriter{bw: bufio.NewWriter(w), begin: begin, groups: map[int]bool{}, rootPID: rootPID, rootParent: rootParent}
+	t.emit(traceEvent{Name: "pwatch", Ph: "i", S: "g", Args: map[string]any{
+		"tool": "pwatch", "root_pid": rootPID, "mode": mode, "start": jsonTime(begin),
+	}})
+	return t
+}
+
+func (t *traceWriter) us(at time.Time) float64 {
+	return float64(at.Sub(t.begin).Nanoseconds()) / 1e3
+}
+
+// emit writes one event.
+func (t *traceWriter) emit(ev traceEvent) {
+	if t.err != nil {
+		return
 	}
-	gs := make([]int, 0, len(groups))
-	for g := range groups {
-		gs = append(gs, g)
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.err = err
+		return
 	}
-	sort.Ints(gs)
-	for _, g := range gs {
-		label := fmt.Sprintf("children of %d", g)
-		if n, ok := names[g]; ok {
-			label = fmt.Sprintf("children of %s (%d)", n, g)
-		}
-		if g == r.procs[r.root].ppid {
-			label = fmt.Sprintf("root %d", r.root.PID)
-		}
-		doc.TraceEvents = append(doc.TraceEvents, traceEvent{Name: "process_name", Ph: "M", PID: g, TID: g,
-			Args: map[string]any{"name": sanitize(label)}})
+	sep := "\n,"
+	if !t.started {
+		sep, t.started = "[", true
 	}
-	for _, p := range r.order {
-		start, stop := p.start, end
-		if p.exited {
-			stop = p.end
+	if _, err := t.bw.WriteString(sep); err != nil {
+		t.err = err
+		return
+	}
+	_, t.err = t.bw.Write(b)
+}
+
+// update records what changed of p: it joined, exec'd or ended.
+func (t *traceWriter) update(p *proc) {
+	switch {
+	case p.traced == traceNone && !p.exited:
+		if len(t.pending) == 0 || t.pending[len(t.pending)-1] != p {
+			t.pending = append(t.pending, p)
 		}
-		if start.Before(begin) {
-			start = begin
-		}
-		if stop.Before(start) {
-			stop = start
-		}
-		dur := float64(stop.Sub(start).Nanoseconds()) / 1e3
-		args := map[string]any{
-			"pid": p.id.PID, "ppid": p.ppid, "start_ticks": p.id.StartTicks,
-			"cmdline": commandText(p.name, p.cmdline), "depth": p.depth,
-		}
+	case p.traced == traceNone:
+		t.span(p, "X", p.end)
+	case p.traced == traceBegun && p.exited:
+		t.emit(traceEvent{Name: escape(p.name), Cat: "process", Ph: "E", TS: t.us(t.end(p, p.end)),
+			PID: p.ppid, TID: p.id.PID, Args: map[string]any{"exit": exitText(&p.exit, " ")}})
+		p.traced = traceDone
+	}
+}
+
+// end is when p's span ends: at, but not before it starts.
+func (t *traceWriter) end(p *proc, at time.Time) time.Time {
+	if s := t.start(p); at.Before(s) {
+		return s
+	}
+	return at
+}
+
+// start is when p's span starts: when it joined, but not before the
+// trace.
+func (t *traceWriter) start(p *proc) time.Time {
+	if p.start.Before(t.begin) {
+		return t.begin
+	}
+	return p.start
+}
+
+// span writes p's names and its "X" (ending at end) or "B" event.
+func (t *traceWriter) span(p *proc, ph string, end time.Time) {
+	if !t.groups[p.ppid] {
+		t.groups[p.ppid] = true
+		label := fmt.Sprintf("children of %d", p.ppid)
 		switch {
-		case p.exited:
+		case p.depth == 0 || p.ppid == t.rootParent:
+			label = fmt.Sprintf("root %d", t.rootPID)
+		case p.ppid == t.rootPID:
+			label = fmt.Sprintf("children of root %d", t.rootPID)
+		}
+		t.emit(traceEvent{Name: "process_name", Ph: "M", PID: p.ppid, TID: p.ppid,
+			Args: map[string]any{"name": escape(label)}})
+	}
+	t.emit(traceEvent{Name: "thread_name", Ph: "M", PID: p.ppid, TID: p.id.PID,
+		Args: map[string]any{"name": escape(fmt.Sprintf("%s %d", p.name, p.id.PID))}})
+	args := map[string]any{
+		"pid": p.id.PID, "ppid": p.ppid, "start_ticks": p.id.StartTicks,
+		"cmdline": escape(commandText(p.name, p.cmdline)), "depth": p.depth,
+	}
+	if !p.exactStart {
+		args["started"] = jsonTime(p.started)
+	}
+	ev := traceEvent{Name: escape(p.name), Cat: "process", Ph: ph, TS: t.us(t.start(p)), PID: p.ppid, TID: p.id.PID, Args: args}
+	p.traced = traceBegun
+	if ph == "X" {
+		if p.exited {
+			end = p.end
+		}
+		dur := float64(t.end(p, end).Sub(t.start(p)).Nanoseconds()) / 1e3
+		ev.Dur = &dur
+		if p.exited {
 			args["exit"] = exitText(&p.exit, " ")
-		default:
+		} else {
 			args["alive_at_end"] = true
 		}
-		if !p.exactStart {
-			args["started"] = jsonTime(p.started)
-		}
-		doc.TraceEvents = append(doc.TraceEvents,
-			traceEvent{Name: "thread_name", Ph: "M", PID: p.ppid, TID: p.id.PID,
-				Args: map[string]any{"name": sanitize(fmt.Sprintf("%s %d", p.name, p.id.PID))}},
-			traceEvent{Name: sanitize(p.name), Cat: "process", Ph: "X", TS: us(start), Dur: &dur,
-				PID: p.ppid, TID: p.id.PID, Args: args})
+		p.traced = traceDone
 	}
-	return doc
+	t.emit(ev)
 }
 
-func writeTrace(w io.Writer, doc *traceDoc) error {
-	enc := json.NewEncoder(w)
-	return enc.Encode(doc)
+// dirty says whether anything waits to be written.
+func (t *traceWriter) dirty() bool { return len(t.pending) > 0 || t.bw.Buffered() > 0 }
+
+// flush writes a "B" event for each process that joined since the last
+// flush and lives on, and writes out the buffer.
+func (t *traceWriter) flush() error {
+	for _, p := range t.pending {
+		if p.traced == traceNone && !p.exited {
+			t.span(p, "B", time.Time{})
+		}
+	}
+	t.pending = t.pending[:0]
+	if t.err == nil {
+		t.err = t.bw.Flush()
+	}
+	return t.err
+}
+
+// close ends the spans of the processes still alive at end (complete
+// events for those never written), closes the array, and flushes.
+func (t *traceWriter) close(r *recorder, end time.Time) error {
+	t.pending = t.pending[:0]
+	for _, p := range r.order {
+		switch {
+		case p.traced == traceNone:
+			t.span(p, "X", end)
+		case p.traced == traceBegun:
+			t.emit(traceEvent{Name: escape(p.name), Cat: "process", Ph: "E", TS: t.us(t.end(p, end)),
+				PID: p.ppid, TID: p.id.PID, Args: map[string]any{"alive_at_end": true}})
+			p.traced = traceDone
+		}
+	}
+	if !t.started {
+		t.emit(traceEvent{Name: "pwatch", Ph: "i", S: "g"})
+	}
+	if t.err == nil {
+		_, t.err = t.bw.WriteString("\n]\n")
+	}
+	return t.flush()
 }

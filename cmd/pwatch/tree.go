@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/process-watchman/watchman"
 	"github.com/spf13/cobra"
@@ -179,19 +178,5 @@ func describe(p *watchman.ProcessInfo, root watchman.Identity) string {
 			b.WriteString("…")
 		}
 	}
-	return strings.Map(func(r rune) rune {
-		if r < ' ' {
-			return '?'
-		}
-		return r
-	}, b.String())
-}
-
-// cut shortens s to width columns (counting runes), ending in "…".
-func cut(s string, width int) string {
-	if width <= 0 || utf8.RuneCountInString(s) <= width {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:width-1]) + "…"
+	return escape(b.String())
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,18 +54,28 @@ there when it attached are members from the start; they get no fork line.`,
 }
 
 func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, interval time.Duration) error {
+	ln, err := listenMetrics(of.metricsAddr)
+	if err != nil {
+		return err
+	}
 	sigs, stopSignals := notifySignals(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopSignals()
 	cfg := wf.config()
 	cfg.KeepTombstones = true
 	w, err := watchman.Attach(pid, cfg)
 	if err != nil {
+		closeListener(ln)
 		return attachError(err)
 	}
-	s, err := newSession(a, of, w)
-	if err != nil {
+	s := newSession(a, of, w, newRecorder(w.Root()))
+	if err := s.openFiles(); err != nil {
+		closeListener(ln)
 		w.Close()
-		return err
+		return usageError{err}
+	}
+	if ln != nil {
+		s.metrics = newMetrics(w)
+		s.metrics.serve(ln, a.stderr)
 	}
 	if asJSON || of.events == "-" {
 		s.stdJSON = newJSONLWriter(a.stdout)
@@ -76,14 +87,16 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 		s.finish(time.Now())
 		return err
 	}
+	s.startTrace()
 	if root := s.rec.procs[w.Root()]; root != nil {
-		fmt.Fprintf(a.stderr, "pwatch: watching %s (pid %d) and %d descendants\n",
-			sanitize(commandText(root.name, root.cmdline)), pid, len(s.rec.order)-1)
+		capped := ""
+		if s.truncated {
+			capped = "; --max-depth or --max-descendants kept processes out"
+		}
+		fmt.Fprintf(a.stderr, "pwatch: watching %s (pid %d) and %d descendants%s\n",
+			cut(escape(commandText(root.name, root.cmdline)), defaultSummaryWidth), pid, len(s.rec.order)-1, capped)
 	}
 
-	evc := s.sub.C
-	tick := time.NewTicker(of.pollInterval)
-	defer tick.Stop()
 	var snapC <-chan time.Time
 	if interval > 0 {
 		t := time.NewTicker(interval)
@@ -91,18 +104,10 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 		snapC = t.C
 	}
 	stopped := ""
-loop:
-	for len(w.LivePIDs()) > 0 {
-		select {
-		case ev, ok := <-evc:
-			if !ok {
-				evc = nil
-				continue
-			}
-			s.handleBatch(ev)
-		case <-tick.C:
-			s.poll()
-		case <-snapC:
+	_, sig := s.pump(pumpOpts{
+		until: func() bool { return len(w.LivePIDs()) == 0 },
+		every: snapC,
+		onEvery: func() {
 			if snap, ok := s.poll(); ok {
 				s.drainQueued()
 				if s.stdJSON != nil {
@@ -113,18 +118,32 @@ loop:
 				}
 				s.flushLive()
 			}
-		case sig := <-sigs:
-			stopped = "stopped by " + signalName(int(sig.(syscall.Signal)))
-			break loop
-		}
+		},
+		sigs: sigs,
+	})
+	if sig != nil {
+		stopped = "stopped by " + signalName(int(sig.(syscall.Signal)))
 	}
 	end := time.Now()
-	ferr := s.finish(end)
+	s.finish(end)
 	sum := s.summary("watch", end)
 	sum.RootEnded = sum.Root != nil && sum.Root.exited
 	sum.Stopped = stopped
+	if s.writeErr != nil {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("the record is incomplete: %v (exit status %d)", s.writeErr, exitOwnFailure))
+	}
 	writeSummary(a.stderr, sum)
-	return ferr
+	if s.writeErr != nil {
+		return exitError{exitOwnFailure}
+	}
+	return nil
+}
+
+// closeListener closes ln if there is one.
+func closeListener(ln net.Listener) {
+	if ln != nil {
+		ln.Close()
+	}
 }
 
 // formatSnapshot is the human line of a periodic snapshot.
