@@ -41,7 +41,16 @@
 // stream.
 //
 // When the socket's receive buffer is full the kernel drops events and
-// reports ENOBUFS once; Receive turns that into ErrOverrun and the Conn
-// stays usable. Conn.MemInfo exposes the kernel's per-socket drop counter,
-// which counts every dropped message.
+// reports ENOBUFS once, then drops everything until a read empties the
+// queue; Receive turns that into ErrOverrun and the Conn stays usable.
+// With Config.NoENOBUFS (NETLINK_NO_ENOBUFS) the kernel drops only what
+// does not fit and never goes deaf; Receive then reads the socket's drop
+// counter around full batches and reports drops as a *DropError with their
+// count. Conn.MemInfo exposes the kernel's per-socket drop counter, which
+// counts every dropped message.
+//
+// Conn.Mark queues a marker datagram addressed to the socket's own port,
+// behind every event already queued: an exact barrier for "every event
+// the kernel sent before now has been read". It needs CAP_NET_ADMIN
+// (Conn.CanMark).
 package connector

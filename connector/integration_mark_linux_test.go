@@ -4,6 +4,7 @@ package connector_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,28 @@ func isExitOf(pid int) func(connector.Event) bool {
 
 func isForkOf(pid int) func(connector.Event) bool {
 	return func(ev connector.Event) bool { return ev.What == connector.WhatFork && ev.PID == int32(pid) }
+}
+
+// barrier queues a marker, reading while the queue is full, and reads up
+// to it; it returns the events read. Overruns are tolerated.
+func barrier(t *testing.T, c *connector.Conn, token uint32) []connector.Event {
+	t.Helper()
+	var evs []connector.Event
+	for {
+		err := c.Mark(token)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, connector.ErrQueueFull) {
+			t.Fatalf("Mark: %v", err)
+		}
+		got, err := c.Receive(make([]connector.Event, 0, connector.MaxBatch))
+		if err != nil && !errors.Is(err, connector.ErrOverrun) {
+			t.Fatalf("Receive: %v", err)
+		}
+		evs = append(evs, got...)
+	}
+	return append(evs, collectUntil(t, c, func(evs []connector.Event) bool { return indexOf(evs, isMark(token)) >= 0 })...)
 }
 
 // TestIntegrationMarkIsABarrier interleaves processes and markers: every
