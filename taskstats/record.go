@@ -251,9 +251,9 @@ func (r *Record) StartTicks() uint64 {
 // below the true value (unless the machine was suspended during the
 // process's life: CLOCK_BOOTTIME then runs ahead of CLOCK_MONOTONIC). It
 // exceeds it by at most ceil((lateness+1µs)/ClockTick), where lateness is
-// how much exit is past the kernel's reading: 0 or 1 tick when the record
-// was read within 10 ms. So a process known by (pid, ticks) matches a
-// record when 0 <= StartTicksAt(...) - ticks <= 1 + lateness/ClockTick.
+// how much exit is past the kernel's reading: 0 or 1 tick when exit was
+// taken within 10 ms, more under CPU contention (see the package
+// documentation on matching).
 func (r *Record) StartTicksAt(exit time.Duration) uint64 {
 	start := exit - r.processElapsed()
 	if start < 0 {
