@@ -10,8 +10,9 @@ import (
 )
 
 // ErrPIDFDUnsupported means the kernel has no pidfd_open (Linux 5.3+), or
-// a seccomp policy refuses it with ENOSYS. The caller falls back to
-// polling /proc for the process's exit.
+// a seccomp policy refuses it (ENOSYS, or EPERM, which pidfd_open itself
+// never returns). The caller falls back to polling /proc for the process's
+// exit.
 var ErrPIDFDUnsupported = errors.New("reconcile: pidfd_open not supported (needs Linux 5.3+)")
 
 // ErrThread means a PID given as a process's is the ID of a thread other
@@ -100,8 +101,8 @@ func pidfdOpen(pid int) (int, error) {
 	switch {
 	case err == nil:
 		return fd, nil
-	case err == unix.ENOSYS:
-		return -1, ErrPIDFDUnsupported
+	case err == unix.ENOSYS || err == unix.EPERM:
+		return -1, fmt.Errorf("%w (%w)", ErrPIDFDUnsupported, err)
 	case err == unix.EINVAL || err == unix.ENOENT:
 		// A process that does not exist gives ESRCH; these two mean
 		// that pid names a thread other than the first.

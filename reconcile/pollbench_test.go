@@ -60,14 +60,20 @@ func BenchmarkPollPass(b *testing.B) {
 
 func benchPollPass(b *testing.B, fs *FS, fill *filler, host, size int) {
 	root := startTree(b, fs, size)
-	fill.to(b, fs, host)
 	sc := fs.NewScanner()
-	procs := countProcs(b, sc)
 	rootStart := startTicksOf(b, fs, root)
 	members := discoverTree(b, sc, root, rootStart, size)
-	load := loadavg()
+	// procs and load are read before each measurement, after the host
+	// is topped up to its size (other work on the machine comes and goes).
+	var procs int
+	var load float64
+	top := func(b *testing.B) {
+		fill.to(b, fs, host)
+		procs, load = countProcs(b, sc), loadavg()
+	}
 
 	b.Run("walk", func(b *testing.B) {
+		top(b)
 		var w Walk
 		b.ReportAllocs()
 		cpu := cpuTime()
@@ -82,6 +88,7 @@ func benchPollPass(b *testing.B, fs *FS, fill *filler, host, size int) {
 		reportPass(b, cpuTime()-cpu, procs, size, load)
 	})
 	b.Run("scan", func(b *testing.B) {
+		top(b)
 		var s Scan
 		memo := map[int]int8{}
 		byPID := map[int]int{}
@@ -106,6 +113,7 @@ func benchPollPass(b *testing.B, fs *FS, fill *filler, host, size int) {
 		if python == "" {
 			b.Skip("skipping: no python3 with psutil (apt-get install python3-psutil; PWATCH_PYTHON names the interpreter)")
 		}
+		top(b)
 		// One run of the script times at least 20 polls after a warm-up
 		// poll: its start-up is not part of a poll, so b.N alone, which
 		// counts whole runs, would time one poll.
@@ -211,6 +219,11 @@ func startTree(b *testing.B, fs *FS, size int) int {
 	b.Cleanup(func() {
 		_ = unix.Kill(-c.Process.Pid, unix.SIGKILL)
 		_ = c.Wait()
+		// The sleeps are reaped by init: wait until the group is gone,
+		// so that they do not count in the next host's size.
+		for unix.Kill(-c.Process.Pid, 0) == nil {
+			time.Sleep(time.Millisecond)
+		}
 	})
 	return c.Process.Pid
 }

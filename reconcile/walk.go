@@ -269,7 +269,9 @@ type WalkResult struct {
 	// Status says whether the process is alive.
 	Status Status
 	// Found is true for a process Walk found in a children file, not
-	// given as a member.
+	// given as a member. A found process that exited before Walk could
+	// read it has StatusGone and no Entry: a child shorter-lived than the
+	// walk.
 	Found bool
 	// Reused is true with StatusGone when the PID names another process.
 	Reused bool
