@@ -223,6 +223,9 @@ type Conn struct {
 	smu sync.Mutex // serialises Send
 	seq uint32
 
+	tmu  sync.Mutex // guards tree
+	tree *TreeFilter
+
 	closed atomic.Bool
 
 	datagrams, received, acks, spoofed, foreign, malformed, filtered,
@@ -763,6 +766,7 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	_ = c.send(OpIgnore, 0, 0)
+	c.closeTree()
 	if err := c.sock.Close(); err != nil {
 		return &OpError{Op: "close", Err: err}
 	}

@@ -32,16 +32,26 @@ const helperEnv = "CONNECTOR_TEST_HELPER"
 // runHelper dials and prints the outcome: "ok" or the error and its kinds.
 // In mode "mark" it then reports CanMark and what Mark returns.
 func runHelper() int {
+	if code, ok := runProcessHelper(os.Getenv(helperEnv)); ok {
+		return code
+	}
 	c, err := connector.Dial(&connector.Config{AckTimeout: 2 * time.Second})
 	if err != nil {
 		fmt.Printf("error notsupported=%v permission=%v: %v\n",
 			errors.Is(err, connector.ErrNotSupported), errors.Is(err, connector.ErrPermission), err)
 		return 0
 	}
-	if os.Getenv(helperEnv) == "mark" {
+	switch os.Getenv(helperEnv) {
+	case "mark":
 		err := c.Mark(1)
 		fmt.Printf("canmark=%v permission=%v: %v\n", c.CanMark(), errors.Is(err, connector.ErrPermission), err)
-	} else {
+	case "tree":
+		f, err := c.AttachTreeFilter(16)
+		fmt.Printf("tree permission=%v notsupported=%v: %v\n", errors.Is(err, connector.ErrPermission), errors.Is(err, connector.ErrNotSupported), err)
+		if f != nil {
+			_ = f.Close()
+		}
+	default:
 		fmt.Println("ok")
 	}
 	if err := c.Close(); err != nil {

@@ -1,0 +1,290 @@
+//go:build linux
+
+package connector
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
+)
+
+// Offsets in a proc connector datagram, from the nlmsghdr on
+// (include/uapi/linux/connector.h, cn_proc.h; see decode): the program
+// loads the 52 bytes from the cn_msg's idx up to the fork's child tgid.
+const (
+	treeLoadOff  = nlmsgHdrLen                      // 16: cn_msg.idx
+	treeLoadLen  = 68 - treeLoadOff                 // through the child tgid at 64
+	offWhat      = nlmsgHdrLen + CnMsgLen           // 36: proc_event.what
+	offTGID      = offWhat + ProcEventHeaderLen + 4 // 56: process (or fork parent) tgid
+	offChildPID  = offTGID + 4                      // 60: fork child pid
+	offChildTGID = offChildPID + 4                  // 64: fork child tgid
+
+	// Stack layout: the loaded bytes at fp-56 (8-aligned), the fail-open
+	// key (0) at fp-64 and a map value at fp-72.
+	stackBuf   = -56
+	stackKey0  = -64
+	stackValue = -72
+)
+
+// bufSlot returns the stack offset of datagram offset off.
+func bufSlot(off int) int16 { return int16(stackBuf + off - treeLoadOff) }
+
+// treeProgram returns the filter's instructions for the given maps.
+func treeProgram(members, failOpen *ebpf.Map) asm.Instructions {
+	const (
+		pass = "pass"
+		drop = "drop"
+	)
+	memberCheck := func(label string, keySlot int16) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMapPtr(asm.R1, members.FD()).WithSymbol(label),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, int32(keySlot)),
+			asm.FnMapLookupElem.Call(),
+			asm.JNE.Imm(asm.R0, 0, pass),
+			asm.Ja.Label(drop),
+		}
+	}
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1), // the skb
+		// bpf_skb_load_bytes(skb, 16, fp-56, 52); a shorter message passes.
+		asm.Mov.Imm(asm.R2, treeLoadOff),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, stackBuf),
+		asm.Mov.Imm(asm.R4, treeLoadLen),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, pass),
+		// Only the proc connector's messages are filtered.
+		asm.LoadMem(asm.R1, asm.RFP, bufSlot(treeLoadOff), asm.Word),
+		asm.JNE.Imm(asm.R1, IdxProc, pass),
+		asm.LoadMem(asm.R1, asm.RFP, bufSlot(treeLoadOff+4), asm.Word),
+		asm.JNE.Imm(asm.R1, ValProc, pass),
+		asm.LoadMem(asm.R7, asm.RFP, bufSlot(offWhat), asm.Word),
+		asm.JEq.Imm32(asm.R7, int32(WhatFork), "fork"),
+	}
+	// Events about a process: its tgid decides.
+	for _, w := range []What{WhatExec, WhatUID, WhatGID, WhatSID, WhatPtrace, WhatComm, WhatCoredump, WhatExit} {
+		insns = append(insns, asm.JEq.Imm32(asm.R7, int32(uint32(w)), "process"))
+	}
+	insns = append(insns, asm.Ja.Label(pass)) // acks, markers, unknown types
+	insns = append(insns, memberCheck("process", bufSlot(offTGID))...)
+
+	insns = append(insns,
+		// A fork: a thread (child pid != child tgid) passes when its
+		// process is a member.
+		asm.LoadMem(asm.R8, asm.RFP, bufSlot(offChildPID), asm.Word).WithSymbol("fork"),
+		asm.LoadMem(asm.R9, asm.RFP, bufSlot(offChildTGID), asm.Word),
+		asm.JNE.Reg(asm.R8, asm.R9, "thread"),
+		// A new process passes when its parent is a member, and joins.
+		asm.LoadMapPtr(asm.R1, members.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(bufSlot(offTGID))),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, drop),
+		asm.FnKtimeGetNs.Call(),
+		asm.StoreMem(asm.RFP, stackValue, asm.R0, asm.DWord),
+		asm.LoadMapPtr(asm.R1, members.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(bufSlot(offChildTGID))),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, stackValue),
+		asm.Mov.Imm(asm.R4, int32(ebpf.UpdateAny)),
+		asm.FnMapUpdateElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, pass),
+		// The map is full: fail open.
+		asm.StoreImm(asm.RFP, stackKey0, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, failOpen.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackKey0),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, pass),
+		asm.StoreImm(asm.R0, 0, 1, asm.Word),
+		asm.Ja.Label(pass),
+	)
+	insns = append(insns, memberCheck("thread", bufSlot(offChildTGID))...)
+	insns = append(insns,
+		// Not a member's: drop, unless the program failed open.
+		asm.StoreImm(asm.RFP, stackKey0, 0, asm.Word).WithSymbol(drop),
+		asm.LoadMapPtr(asm.R1, failOpen.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackKey0),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "really-drop"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.JNE.Imm(asm.R1, 0, pass),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("really-drop"),
+		asm.Return(),
+		// Keep the whole message.
+		asm.Mov.Imm(asm.R0, -1).WithSymbol(pass),
+		asm.Return(),
+	)
+	return insns
+}
+
+// ebpfTree is the Linux treeMaps.
+type ebpfTree struct {
+	sock     filterSocket
+	prog     *ebpf.Program
+	members  *ebpf.Map // u32 tgid -> u64 insertion time (CLOCK_MONOTONIC ns)
+	failOpen *ebpf.Map // [1]u32
+}
+
+func newTreeMaps(fs filterSocket, maxEntries int) (treeMaps, error) {
+	t := &ebpfTree{sock: fs}
+	var err error
+	t.members, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "pw_members", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: uint32(maxEntries),
+	})
+	if err != nil {
+		return nil, loadError("creating the member map", err)
+	}
+	t.failOpen, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "pw_failopen", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1,
+	})
+	if err != nil {
+		_ = t.members.Close()
+		return nil, loadError("creating the fail-open map", err)
+	}
+	t.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "pw_tree",
+		Type:         ebpf.SocketFilter,
+		License:      "GPL",
+		Instructions: treeProgram(t.members, t.failOpen),
+	})
+	if err == nil {
+		err = fs.attachFilter(t.prog.FD())
+		if err != nil {
+			_ = t.prog.Close()
+			err = fmt.Errorf("SO_ATTACH_BPF: %w", err)
+		}
+	}
+	if err != nil {
+		_ = t.members.Close()
+		_ = t.failOpen.Close()
+		return nil, loadError("loading the socket filter", err)
+	}
+	return t, nil
+}
+
+func loadError(what string, err error) error {
+	kind := ErrNotSupported
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		kind = ErrPermission
+	}
+	return &OpError{Op: "tree attach", Kind: kind, Err: err, Detail: what + " (needs CAP_BPF or CAP_SYS_ADMIN and eBPF socket filters)"}
+}
+
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+func (t *ebpfTree) add(tgid uint32) error {
+	return t.members.Update(tgid, monotonicNow(), ebpf.UpdateAny)
+}
+
+func (t *ebpfTree) remove(tgid uint32) error {
+	if err := t.members.Delete(tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (t *ebpfTree) replace(tgids []uint32) error {
+	start := monotonicNow()
+	want := make(map[uint32]bool, len(tgids))
+	for _, p := range tgids {
+		want[p] = true
+	}
+	var (
+		key   uint32
+		stamp uint64
+		stale []uint32
+	)
+	it := t.members.Iterate()
+	for it.Next(&key, &stamp) {
+		if !want[key] && stamp < start {
+			stale = append(stale, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, p := range stale {
+		if err := t.remove(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range tgids {
+		if err := t.add(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *ebpfTree) contains(tgid uint32) (bool, error) {
+	var stamp uint64
+	err := t.members.Lookup(tgid, &stamp)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (t *ebpfTree) len() (int, error) {
+	var (
+		key   uint32
+		stamp uint64
+		n     int
+	)
+	it := t.members.Iterate()
+	for it.Next(&key, &stamp) {
+		n++
+	}
+	return n, it.Err()
+}
+
+func (t *ebpfTree) failedOpen() (bool, error) {
+	var v uint32
+	err := t.failOpen.Lookup(uint32(0), &v)
+	return v != 0, err
+}
+
+func (t *ebpfTree) clearFailOpen() error {
+	return t.failOpen.Update(uint32(0), uint32(0), ebpf.UpdateAny)
+}
+
+func (t *ebpfTree) close() error {
+	err := t.sock.detachFilter()
+	if errors.Is(err, unix.ENOENT) { // no filter attached: nothing to detach
+		err = nil
+	}
+	return errors.Join(err, t.prog.Close(), t.members.Close(), t.failOpen.Close())
+}
+
+// attachFilter implements filterSocket (SO_ATTACH_BPF).
+func (s *nlSocket) attachFilter(progFD int) error {
+	return s.setsockoptInt(unix.SO_ATTACH_BPF, progFD)
+}
+
+// detachFilter implements filterSocket (SO_DETACH_BPF).
+func (s *nlSocket) detachFilter() error {
+	return s.setsockoptInt(unix.SO_DETACH_BPF, 0)
+}
+
+func (s *nlSocket) setsockoptInt(opt, v int) error {
+	var serr error
+	err := s.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, v)
+	})
+	if err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt", serr)
+}
