@@ -552,11 +552,15 @@ func (c *Conn) parseMark(b []byte) (token uint32, ok bool) {
 // the kernel appends it to the same queue as the events it multicasts.
 // Receive returns it, in order, as an Event with What WhatMark and Ack
 // equal to token. It is an exact barrier: every event the kernel queued
-// for this socket before Mark was called is returned before the marker
-// (the kernel queues a proc event before the system call that caused it
-// returns; an exiting process's exit event is queued before it becomes a
-// zombie). Events the kernel dropped (see ErrOverrun) are not returned, so
-// a barrier says nothing about them.
+// for this socket before Mark was called is returned before the marker.
+// Fork and exec events are queued before the fork or execve returns, so a
+// process seen in /proc, or an exec seen there, has its event ahead of a
+// later marker. An exit event is not so bound: do_exit notifies the parent
+// (the process becomes a zombie, wait returns) before it queues the exit
+// event (exit_notify precedes proc_exit_connector), so for a process just
+// seen dead the exit event may follow the marker by a few microseconds.
+// Events the kernel dropped (see ErrOverrun) are not returned, so a
+// barrier says nothing about them.
 //
 // Markers carry a random per-Conn nonce; a datagram from the socket's own
 // port without it is dropped and counted in Stats.Spoofed. Markers are
