@@ -303,8 +303,8 @@ func (c *collector) run() {
 	defer close(c.done)
 	var ag taskstats.Aggregator
 	buf := make([]taskstats.Record, 0, 2*taskstats.MaxBatch)
-	start := threadCPU()
 	lockThread()
+	start := threadCPU()
 	for {
 		recs, err := c.l.Receive(buf[:0])
 		c.mu.Lock()

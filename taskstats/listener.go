@@ -106,6 +106,10 @@ type Socket interface {
 
 // Stats are a Listener's counters since it was created.
 type Stats struct {
+	// Reads counts the batch reads (recvmmsg calls) that returned
+	// datagrams: Datagrams/Reads is the batching achieved, each read
+	// costing one wakeup of the reader.
+	Reads uint64
 	// Datagrams counts datagrams read from the socket.
 	Datagrams uint64
 	// Records counts records accepted: returned by Receive or queued for
@@ -148,7 +152,7 @@ type Listener struct {
 
 	closed atomic.Bool
 
-	datagrams, records, acks, spoofed, foreign, malformed, overruns atomic.Uint64
+	reads, datagrams, records, acks, spoofed, foreign, malformed, overruns atomic.Uint64
 }
 
 // NewListener registers an exit listener over s for Config.CPUs (all
@@ -295,6 +299,9 @@ const (
 func (l *Listener) process(ds []Datagram, dst []Record) []Record {
 	ne := binary.NativeEndian
 	family := l.sock.Family()
+	if len(ds) > 0 {
+		l.reads.Add(1)
+	}
 	for i := range ds {
 		d := &ds[i]
 		l.datagrams.Add(1)
@@ -436,6 +443,7 @@ func (l *Listener) receiveError(err error) error {
 // Stats returns a snapshot of the Listener's counters.
 func (l *Listener) Stats() Stats {
 	return Stats{
+		Reads:     l.reads.Load(),
 		Datagrams: l.datagrams.Load(),
 		Records:   l.records.Load(),
 		Acks:      l.acks.Load(),
