@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,6 +33,9 @@ func TestMain(m *testing.M) {
 		// pwatch run, in process, re-executes the test binary.
 		os.Exit(gateMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == guardArg {
+		os.Exit(guardMain(os.Args[2:]))
+	}
 	code := func() int {
 		dir, err := os.MkdirTemp("", "pwatch-test-")
 		if err != nil {
@@ -41,6 +43,11 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
+		// The tests run the binary as uid 65534 too.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		binPath = filepath.Join(dir, "pwatch")
 		build := exec.Command("go", "build", "-o", binPath, ".")
 		build.Stderr = os.Stderr
@@ -90,22 +97,7 @@ type pwatchResult struct {
 // runBin runs the pwatch binary to its end.
 func runBin(t *testing.T, args ...string) pwatchResult {
 	t.Helper()
-	c := exec.Command(binPath, args...)
-	var o, e bytes.Buffer
-	c.Stdout, c.Stderr = &o, &e
-	err := c.Run()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("pwatch %v: %v", args, err)
-	}
-	r := pwatchResult{o.String(), e.String(), c.ProcessState.ExitCode()}
-	if ws := c.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
-		t.Fatalf("pwatch %v killed by %v; stderr:\n%s", args, ws.Signal(), r.stderr)
-	}
-	if strings.Contains(r.stderr, "goroutine ") || strings.Contains(r.stderr, "panic:") {
-		t.Fatalf("pwatch %v: Go trace on stderr:\n%s", args, r.stderr)
-	}
-	return r
+	return runAsUser(t, -1, args...)
 }
 
 // jsonLine is the decoded form of one --events line.

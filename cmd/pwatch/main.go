@@ -96,5 +96,8 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == gateArg {
 		os.Exit(gateMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == guardArg {
+		os.Exit(guardMain(os.Args[2:]))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -149,8 +149,10 @@ func (r *recorder) view(id watchman.Identity, name string, cmdline []string) (st
 	if r.command == nil || id != r.root {
 		return name, cmdline
 	}
-	launcher := len(cmdline) > 1 && cmdline[1] == gateArg ||
-		len(cmdline) == 0 && name == r.launcherName
+	// Before its exec the launcher is a copy of pwatch: pwatch's name,
+	// and pwatch's command line or its own.
+	launcher := name == r.launcherName || len(cmdline) > 1 && cmdline[1] == gateArg ||
+		len(cmdline) == 0 && (name == "" || name == r.commandName)
 	if launcher || sameCommand(cmdline, r.command) {
 		if launcher {
 			name = r.commandName
@@ -203,7 +205,10 @@ func (r *recorder) apply(ev *watchman.Event) *proc {
 		return p
 	case watchman.EventExec:
 		p := r.get(ev)
-		p.name, p.cmdline = r.eventView(ev)
+		if name, cmdline := r.eventView(ev); name != "" || cmdline != nil {
+			// (Neither: the new image was gone before it could be read.)
+			p.name, p.cmdline = name, cmdline
+		}
 		return p
 	case watchman.EventExit:
 		p := r.get(ev)

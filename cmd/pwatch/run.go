@@ -134,6 +134,32 @@ type runner struct {
 	kids *children
 	// cgNote says why there is no cgroup, when --cgroup auto found none.
 	cgNote string
+	// guard is the link to the cgroup's guard (see guardMain), or nil.
+	guard *os.File
+}
+
+// contain makes the cgroup COMMAND starts in, as --cgroup says, and starts
+// its guard.
+func (r *runner) contain() error {
+	if r.ro.cgroup == cgroupOff {
+		r.cgNote = "--cgroup off"
+		return nil
+	}
+	cg, err := newCgroup()
+	if err == nil {
+		r.cg = cg
+		r.guard, err = startGuard(cg, r.ro.survive)
+		if err != nil {
+			r.removeCgroup()
+		}
+	}
+	if err != nil && r.ro.cgroup == cgroupOn {
+		return fmt.Errorf("--cgroup on: %w", err)
+	}
+	if err != nil {
+		r.cgNote = err.Error()
+	}
+	return nil
 }
 
 func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []string) error {
@@ -150,13 +176,17 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 	// with them at their defaults.
 	sigs, stopSignals := notifySignals(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopSignals()
-	kids, undo, err := becomeSubreaper()
-	if err != nil {
+	r := &runner{ro: ro}
+	if err := r.contain(); err != nil {
 		closeListener(ln)
 		return err
 	}
-	defer undo()
-
+	if r.guard != nil {
+		defer func() {
+			r.guard.Write([]byte{guardBye})
+			r.guard.Close()
+		}()
+	}
 	// os/exec checks once whether the kernel has pidfds, by forking a
 	// child: do it before the Watcher attaches, so that the child is not
 	// taken for part of the tree.
@@ -173,9 +203,18 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 	if cfg.MaxDescendants > 0 {
 		cfg.MaxDescendants++
 	}
+	kids, undo, err := becomeSubreaper()
+	if err != nil {
+		closeListener(ln)
+		r.removeCgroup()
+		return err
+	}
+	defer undo()
+	r.kids = kids
 	w, err := watchman.Attach(os.Getpid(), cfg)
 	if err != nil {
 		closeListener(ln)
+		r.removeCgroup()
 		return attachError(err)
 	}
 	rec := newRecorder(watchman.Identity{})
@@ -184,22 +223,9 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 	if st, err := readProcStat(os.Getpid()); err == nil {
 		rec.launcherName = st.comm
 	}
-	r := &runner{s: newSession(a, of, w, rec), ro: ro, kids: kids}
+	r.s = newSession(a, of, w, rec)
 	s := r.s
 	s.kids = kids
-	if ro.cgroup != cgroupOff {
-		r.cg, err = newCgroup()
-		if err != nil && ro.cgroup == cgroupOn {
-			closeListener(ln)
-			w.Close()
-			return fmt.Errorf("--cgroup on: %w", err)
-		}
-		if err != nil {
-			r.cgNote = err.Error()
-		}
-	} else {
-		r.cgNote = "--cgroup off"
-	}
 	if err := s.openFiles(); err != nil {
 		closeListener(ln)
 		w.Close()
@@ -529,7 +555,7 @@ func (r *runner) cgroupNotes() []string {
 		notes = append(notes, n)
 	}
 	if !r.treeGone() {
-		notes = append(notes, fmt.Sprintf("cgroup %s is kept: processes of the tree still run in it (kill them all with: echo 1 > %s/cgroup.kill)", r.cg.dir, r.cg.dir))
+		notes = append(notes, fmt.Sprintf("cgroup %s is kept while processes of the tree run in it, and removed after the last one (kill them all with: echo 1 > %s/cgroup.kill)", r.cg.dir, r.cg.dir))
 		unix.Close(r.cg.fd)
 		r.cg = nil
 		return notes
