@@ -104,8 +104,8 @@ func structSize(v uint16) int {
 
 // Offsets of struct taskstats, versions 8 to 14 and 16 and later (the
 // fields of each version are a prefix of the next). Version 15 put eight
-// max/min pairs in the middle (fixed by version 16, Linux 6.15); v15shift
-// gives its offsets.
+// max/min pairs in the middle (fixed by version 16, Linux 6.15); decode
+// moves them back.
 const (
 	offVersion     = 0
 	offExitcode    = 4
@@ -156,28 +156,8 @@ const (
 	offIRQ         = 424 // irq_delay_total, version 14
 )
 
-// v15shift maps an offset of the standard layout to version 15's, where
-// each delay block of version 14 was followed by a max and a min (16
-// bytes).
-func v15shift(off int) int {
-	switch {
-	case off < offBlkioCount: // cpu: version, flags, cpu_count, total
-		return off
-	case off < offSwapinCount: // after cpu max/min
-		return off + 16
-	case off < offRunReal: // after blkio max/min
-		return off + 32
-	case off <= offFreepages: // after swapin max/min
-		return off + 48
-	case off <= offThrashing: // after freepages max/min
-		return off + 64
-	case off <= offCompact: // btime64 and compact, after thrashing max/min
-		return off + 80
-	case off <= offWPCopy: // after compact max/min
-		return off + 96
-	}
-	return off + 112 // irq, after wpcopy max/min
-}
+// maxStructLen is the largest struct Decode reads: version 16's size.
+const maxStructLen = 560
 
 // Decode decodes a struct taskstats (the payload of a TASKSTATS_TYPE_STATS
 // attribute, in host byte order) into *r by its version field. It sets
@@ -214,34 +194,39 @@ func decode(b []byte, r *Record) (detail string, reason error) {
 	if len(b) < size {
 		return "shorter than struct taskstats of its version", ErrTruncated
 	}
-	b = b[:size]
-	shift := func(off int) int { return off }
+	// Copy the struct into a zeroed array in the standard layout, so that
+	// fields past the version's size read as 0 and every read below is
+	// at a constant offset.
+	var a [maxStructLen]byte
 	if v == 15 {
-		shift = v15shift
-	}
-	// u64 reads a field of the standard layout; a field outside the
-	// version's struct reads as 0.
-	u64 := func(off int) uint64 {
-		off = shift(off)
-		if off+8 > len(b) {
-			return 0
+		// Each {from, to, shift} moves the standard bytes [from, to)
+		// from offset from+shift of version 15, where every delay block
+		// of version 14 was followed by a max and a min (16 bytes each).
+		v15Segments := [...]struct{ from, to, shift int }{
+			{0, offBlkioCount, 0},               // header, cpu count and total
+			{offBlkioCount, offSwapinCount, 16}, // after cpu max/min
+			{offSwapinCount, offRunReal, 32},    // after blkio max/min
+			{offRunReal, offFreepages + 8, 48},  // after swapin max/min
+			{offFreepages + 8, offBtime64, 64},  // thrashing, after freepages max/min
+			{offBtime64, offTGID, 80},           // btime64, compact, after thrashing max/min
+			{offTGID, offWPCopy + 8, 96},        // tgid..wpcopy, after compact max/min
+			{offWPCopy + 8, offIRQ + 8, 112},    // irq, after wpcopy max/min
 		}
-		return ne.Uint64(b[off:])
-	}
-	u32 := func(off int) uint32 {
-		off = shift(off)
-		if off+4 > len(b) {
-			return 0
+		for _, sg := range v15Segments {
+			copy(a[sg.from:sg.to], b[sg.from+sg.shift:])
 		}
-		return ne.Uint32(b[off:])
+	} else {
+		copy(a[:], b[:size])
 	}
+	u64 := func(off int) uint64 { return ne.Uint64(a[off : off+8]) }
+	u32 := func(off int) uint32 { return ne.Uint32(a[off : off+4]) }
 	ns := func(off int) time.Duration { return clampDuration(u64(off), 1) }
 	us := func(off int) time.Duration { return clampDuration(u64(off), int64(time.Microsecond)) }
 
 	r.Version = v
 	r.ExitStatus = u32(offExitcode)
-	r.Flags = Flags(b[offFlag])
-	r.Nice = int8(b[offNice])
+	r.Flags = Flags(a[offFlag])
+	r.Nice = int8(a[offNice])
 	r.CPUDelayCount = u64(offCPUCount)
 	r.CPUDelay = ns(offCPUTotal)
 	r.BlkioDelayCount = u64(offBlkioCount)
@@ -253,12 +238,8 @@ func decode(b []byte, r *Record) (detail string, reason error) {
 	if v == 0 {
 		return "", nil
 	}
-	if c := shift(offComm); c+len(r.Comm) <= len(b) {
-		copy(r.Comm[:], b[c:])
-	}
-	if s := shift(offSched); s < len(b) {
-		r.Sched = b[s]
-	}
+	copy(r.Comm[:], a[offComm:])
+	r.Sched = a[offSched]
 	r.UID = u32(offUID)
 	r.GID = u32(offGID)
 	r.PPID = int32(u32(offPPID))

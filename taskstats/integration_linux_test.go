@@ -68,6 +68,12 @@ func processRecords(t *testing.T, l *taskstats.Listener, tgid int32) (taskstats.
 	buf := make([]taskstats.Record, 0, 2*taskstats.MaxBatch)
 	for {
 		recs, err := l.Receive(buf[:0])
+		if errors.Is(err, taskstats.ErrOverrun) {
+			// Other processes' exits filled the buffer; ours may be
+			// among the lost (then the deadline fails the test).
+			t.Logf("overrun while waiting for the records of %d (load %s)", tgid, loadavg())
+			err = nil
+		}
 		if err != nil {
 			t.Fatalf("waiting for the records of %d: %v (stats %+v)", tgid, err, l.Stats())
 		}
@@ -520,7 +526,9 @@ func TestIntegrationStorm(t *testing.T) {
 	if sr.children != 5000 {
 		t.Fatalf("%d children, want 5000", sr.children)
 	}
-	if sr.belowTrue != 0 {
+	// With records lost, the record found for a pid may be a later
+	// process's, whose estimate from the child's exit event is early.
+	if sr.belowTrue != 0 && sr.overruns == 0 && sr.drops == 0 {
 		t.Errorf("%d start estimates below the true start", sr.belowTrue)
 	}
 	if sr.overruns == 0 && sr.drops == 0 && sr.withUsage != sr.children {
