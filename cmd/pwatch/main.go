@@ -82,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	fmt.Fprintf(stderr, "pwatch: %v\n", err)
+	fmt.Fprintf(stderr, "pwatch: %s\n", escape(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) || !a.started {
 		// cobra's own complaints (unknown command, wrong number of

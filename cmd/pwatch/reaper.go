@@ -190,3 +190,30 @@ func readProcStat(pid int) (procStat, error) {
 	st.startTicks, err = strconv.ParseUint(string(f[19]), 10, 64)
 	return st, err
 }
+
+// liveChildren lists pwatch's children that have not exited (from
+// /proc/self/task/*/children: a child belongs to the thread that forked
+// it, or that adopted it), but except.
+func liveChildren(except int) []int {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for f := range bytes.FieldsSeq(b) {
+			pid, err := strconv.Atoi(string(f))
+			if err != nil || pid == except {
+				continue
+			}
+			if st, err := os.ReadFile("/proc/" + string(f) + "/stat"); err == nil {
+				if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && st[i+2] == 'Z' {
+					continue
+				}
+			}
+			out = append(out, pid)
+		}
+	}
+	return out
+}

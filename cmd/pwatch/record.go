@@ -29,6 +29,8 @@ type proc struct {
 	rusage rusage
 	// traced is how far the trace has written the process.
 	traced traceState
+	// killed says pwatch signalled the process to end it.
+	killed bool
 }
 
 // lifetime is how long the process lived (or has lived by at).
@@ -48,6 +50,11 @@ func (p *proc) lifetime(at time.Time) time.Duration {
 // failed reports whether the process ended with a non-zero exit code or was
 // killed by a signal.
 func (p *proc) failed() bool {
+	if p.killed && p.exit.Signal > 0 {
+		// pwatch killed it (--kill-left, --timeout): the summary says
+		// that on a line of its own.
+		return false
+	}
 	return p.exited && p.exit.StatusKnown && (p.exit.Code > 0 || p.exit.Signal > 0)
 }
 

@@ -440,9 +440,10 @@ func (r *runner) commandGone(id watchman.Identity) bool {
 }
 
 // treeGone says whether no process of the tree is left: none among the
-// Watcher's members (pwatch aside), none in the cgroup.
+// Watcher's members (pwatch aside), no orphan that came back to pwatch,
+// none in the cgroup.
 func (r *runner) treeGone() bool {
-	if r.s.others() > 0 {
+	if r.s.others() > 0 || len(liveChildren(r.kids.command)) > 0 {
 		return false
 	}
 	if r.cg == nil {
@@ -473,7 +474,11 @@ func (r *runner) signalAll(sig syscall.Signal) int {
 		switch {
 		case err == nil:
 			n++
-		case errors.Is(err, watchman.ErrNoSuchProcess), errors.Is(err, watchman.ErrNotMember):
+			if rp := r.s.rec.procs[p.Identity]; rp != nil {
+				rp.killed = true
+			}
+		case errors.Is(err, watchman.ErrNotMember), errors.Is(err, watchman.ErrNoSuchProcess):
+			// It exited since the Poll.
 		default:
 			r.s.warn(fmt.Sprint("signal", p.PID), err)
 		}
@@ -534,6 +539,13 @@ func (r *runner) killAll() (int, bool) {
 			}
 		}
 		n := r.signalAll(syscall.SIGKILL)
+		// pwatch's own children (the orphans that came back to it) are
+		// killed whatever the Watcher knows: a child's PID cannot be
+		// reused before pwatch reaps it, and each round's kills hand
+		// their children to pwatch for the next.
+		for _, pid := range liveChildren(-1) {
+			unix.Kill(pid, unix.SIGKILL)
+		}
 		if first < 0 {
 			first = n
 		}

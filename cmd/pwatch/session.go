@@ -82,7 +82,7 @@ func (s *session) openFiles() error {
 
 // sayMode prints the mode line once on stderr.
 func (s *session) sayMode() {
-	fmt.Fprintf(s.a.stderr, "pwatch: %s mode: %s\n", s.mode, s.w.ModeReason())
+	fmt.Fprintf(s.a.stderr, "pwatch: %s mode: %s\n", s.mode, escape(s.w.ModeReason()))
 }
 
 // start subscribes and records the members present now as of at.
