@@ -1,6 +1,7 @@
 package taskstats_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/process-watchman/watchman/internal/workload"
+	"github.com/process-watchman/watchman/taskstats"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,6 +30,9 @@ func maybeRunHelper() {
 	mode := os.Getenv(helperEnv)
 	if mode == "" {
 		return
+	}
+	if mode == "listen" {
+		listenHelper()
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	switch mode {
@@ -182,3 +187,29 @@ func (h *helperChild) Finish(t *testing.T) {
 // lockThread locks the calling goroutine to its thread for good, so that
 // threadCPU measures it.
 func lockThread() { runtime.LockOSThread() }
+
+// Exit codes of the "listen" helper.
+const (
+	listenOK           = 0
+	listenPermission   = 10 // ErrPermission (which also matches ErrNotSupported)
+	listenNotSupported = 11 // ErrNotSupported only
+	listenOther        = 12
+)
+
+// listenHelper tries Listen and exits with a code saying how it failed.
+func listenHelper() {
+	l, err := taskstats.Listen(nil)
+	switch {
+	case err == nil:
+		_ = l.Close()
+		os.Exit(listenOK)
+	case errors.Is(err, taskstats.ErrPermission):
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(listenPermission)
+	case errors.Is(err, taskstats.ErrNotSupported):
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(listenNotSupported)
+	}
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(listenOther)
+}

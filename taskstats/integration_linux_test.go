@@ -3,8 +3,10 @@ package taskstats_test
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,16 +23,16 @@ import (
 // hide a failure. This mirrors internal/privtest for the proc connector.
 func requireTaskstats(tb testing.TB) {
 	tb.Helper()
-	skip := tb.Skipf
+	skip, verb := tb.Skipf, "skipping"
 	if os.Getenv("CI") == "true" {
-		skip = tb.Fatalf
+		skip, verb = tb.Fatalf, "failing under CI=true"
 	}
 	if os.Geteuid() != 0 {
-		skip("skipping: needs root (CAP_NET_ADMIN) to register a taskstats listener (CI runs these tests as root)")
+		skip("%s: needs root (CAP_NET_ADMIN) to register a taskstats listener (CI runs these tests as root)", verb)
 	}
 	l, err := taskstats.Listen(nil)
 	if err != nil {
-		skip("skipping: taskstats unavailable here: %v", err)
+		skip("%s: taskstats unavailable here: %v", verb, err)
 	}
 	_ = l.Close()
 }
@@ -159,6 +161,56 @@ func TestIntegrationListenClose(t *testing.T) {
 		t.Errorf("open descriptors %d after Listen/Close, %d before", after, before)
 	}
 	goleak.VerifyNone(t)
+}
+
+// TestIntegrationRefusals checks the errors of Listen where the kernel
+// refuses: without CAP_NET_ADMIN (uid 65534: EPERM, ErrPermission) and
+// outside the initial PID namespace (root in a new one: EINVAL,
+// ErrNotSupported without ErrPermission).
+func TestIntegrationRefusals(t *testing.T) {
+	requireTaskstats(t)
+	// A copy of the test binary that uid 65534 may execute.
+	dir, err := os.MkdirTemp("", "taskstats-refusals-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "taskstats.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		attr *syscall.SysProcAttr
+		want int
+	}{
+		{"unprivileged", &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}, listenPermission},
+		{"pid namespace", &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}, listenNotSupported},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, "-test.run=^$")
+			cmd.Env = append(os.Environ(), helperEnv+"=listen")
+			cmd.SysProcAttr = tc.attr
+			out, err := cmd.CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.want {
+				t.Errorf("Listen exited %d, want %d: %s", code, tc.want, out)
+			}
+			t.Logf("%s", out)
+		})
+	}
 }
 
 func TestIntegrationCPU(t *testing.T) {

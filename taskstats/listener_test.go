@@ -280,3 +280,27 @@ func TestListenerReceiveAllocs(t *testing.T) {
 		t.Errorf("Receive allocates %v times per call", total-n)
 	}
 }
+
+// TestListenerRecordsBeforeAck checks that records arriving between the
+// registration and its acknowledgement are kept for the first Receive.
+func TestListenerRecordsBeforeAck(t *testing.T) {
+	k := taskstatstest.NewKernel()
+	k.SetBeforeAck(task(1, 1, 0), task(2, 2, 0), task(3, 3, 0))
+	l := listenFake(t, k, &taskstats.Config{CPUs: "0"})
+	later := task(4, 4, 0)
+	k.ExitTask(&later, nil)
+	var pids []int32
+	dst := make([]taskstats.Record, 0, 2)
+	for len(pids) < 4 {
+		recs, err := l.Receive(dst[:0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			pids = append(pids, r.PID)
+		}
+	}
+	if d := cmp.Diff([]int32{1, 2, 3, 4}, pids); d != "" {
+		t.Errorf("records (-want +got):\n%s", d)
+	}
+}

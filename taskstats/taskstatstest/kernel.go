@@ -69,6 +69,7 @@ type Kernel struct {
 	now        time.Duration
 	capacity   int
 	drops      uint32
+	beforeAck  []taskstats.Record
 }
 
 // NewKernel returns a fake kernel that accepts registrations at once.
@@ -94,6 +95,15 @@ func (k *Kernel) Refuse(errno syscall.Errno) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.refuse = errno
+}
+
+// SetBeforeAck sets task records the kernel sends, one message each, after
+// it registers the next listener and before it acknowledges the
+// registration, as exits on other CPUs do in that window.
+func (k *Kernel) SetBeforeAck(tasks ...taskstats.Record) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.beforeAck = append([]taskstats.Record(nil), tasks...)
 }
 
 // SetSilent makes the kernel never acknowledge requests.
@@ -298,6 +308,10 @@ func (k *Kernel) Send(cmd uint8, attrs []byte) (uint32, error) {
 			errno = k.refuse
 		} else {
 			k.registered = req.Register
+			for i := range k.beforeAck {
+				k.sendLocked(EncodeMessage(&k.beforeAck[i], nil))
+			}
+			k.beforeAck = nil
 		}
 	case req.Deregister != "":
 		k.registered = ""
