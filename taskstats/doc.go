@@ -26,17 +26,21 @@
 // # How processes are reported
 //
 // Checked in kernel/taskstats.c and on Linux 6.18 (tests
-// TestIntegrationSingleThreaded and TestIntegrationThreads): the kernel
-// sends one message per exiting task, to every listener registered for
-// the CPU the task exits on, at the start of do_exit (before the task's
-// memory and files are released, and before the proc connector's exit
-// event).
+// TestIntegrationShortLived, a raw-forked single-threaded child, and
+// TestIntegrationThreads, a child whose threads exit before it): the
+// kernel sends one message per exiting task, to every listener registered
+// for the CPU the task exits on, at the start of do_exit (before the
+// task's memory and files are released, and before the proc connector's
+// exit event, which another socket delivers: in user space either may be
+// read first). Ids are those of the initial PID namespace.
 //
 //   - A process that never had a second thread: one message, one KindPID
 //     record with FlagGroupDead (AGROUP). PID == TGID.
 //   - A process that had threads: one KindPID record per thread, in exit
-//     order, FlagGroupDead on the last one only (which may be any thread,
-//     not necessarily the group leader); that last message also carries
+//     order, FlagGroupDead on the last one only (which, by the kernel
+//     source, may be any thread, not necessarily the group leader; the
+//     tests only exercise a leader that exits last); that last message
+//     also carries
 //     a KindTGID aggregate (the kernel allocates it at the first thread
 //     exit while the group is not empty, and accumulates every exiting
 //     thread into it). On 6.18 the aggregate holds the sums of the CPU
