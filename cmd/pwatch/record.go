@@ -305,6 +305,11 @@ func (r *recorder) reaped(id watchman.Identity, comm string, ppid int, x watchma
 		p.ppid, p.depth = ppid, r.depth(id, r.depthOff+1)
 		p.name, p.cmdline = r.view(id, comm, nil)
 	}
+	if comm != "" && id != r.root {
+		// The zombie's name is the last one (an exec no event reported,
+		// in polling mode).
+		p.name = comm
+	}
 	p.reaped, p.rusage = true, ru
 	r.ended(p, x, x.Time)
 	return p

@@ -339,9 +339,12 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 	for _, p := range left {
 		lp := leftProc{PID: p.PID, Age: max(rootEnd.Sub(p.Started), 0), Command: commandText(p.Name, p.Cmdline)}
 		if rp := rec.procs[p.Identity]; rp != nil {
-			// The record has the latest command line (an exec after
-			// COMMAND's exit, say).
-			lp.Command = commandText(rp.name, rp.cmdline)
+			// The record has the latest command line in connector mode
+			// (an exec after COMMAND's exit, say); the snapshot has
+			// what the last scan read.
+			if s.mode == watchman.ModeConnector || len(p.Cmdline) == 0 {
+				lp.Command = commandText(rp.name, rp.cmdline)
+			}
 			if rp.exactStart {
 				lp.Age = max(rootEnd.Sub(rp.start), 0)
 			}

@@ -205,7 +205,8 @@ func TestIntegrationDaemonKilled(t *testing.T) {
 			pidFile := filepath.Join(dir, "daemon.pid")
 			args := append([]string{"run", "--kill-left", "--grace", "500ms", "--strategy", "poll"}, sv.args...)
 			args = append(args, "--", "sh", "-c",
-				`(setsid sh -c 'echo $$ > "$1"; exec sleep 30' "$0" "$1" &) ; until [ -s "$1" ]; do sleep 0.01; done; exit 0`, mark, pidFile)
+				`(setsid sh -c 'echo $$ > "$1"; exec sleep 30' "$0" "$1" &)
+until [ -s "$1" ] && [ "$(cat /proc/$(cat "$1")/comm)" = sleep ]; do sleep 0.01; done; exit 0`, mark, pidFile)
 			r := runAsUser(t, sv.uid, args...)
 			if r.code != 0 {
 				t.Fatalf("exit status %d; stderr:\n%s", r.code, r.stderr)
@@ -234,7 +235,8 @@ func TestIntegrationPollOrphanLeftAndKilled(t *testing.T) {
 			if r.code != 0 || !strings.Contains(r.stderr, "poll mode") {
 				t.Fatalf("exit status %d; stderr:\n%s", r.code, r.stderr)
 			}
-			if !regexp.MustCompile(`(?m)^pwatch: 1 left behind when the root exited:\n\s+\d+\s+age .*sleep 7$`).MatchString(r.stderr) {
+			// (The scan may have seen it before its exec, as sh.)
+			if !regexp.MustCompile(`(?m)^pwatch: 1 left behind when the root exited:\n\s+\d+\s+age .*sleep 7`).MatchString(r.stderr) {
 				t.Errorf("the orphaned sleep is not listed as left behind:\n%s", r.stderr)
 			}
 			if !strings.Contains(r.stderr, "sent SIGTERM to 1") {
@@ -346,7 +348,7 @@ func TestIntegrationKilledPwatch(t *testing.T) {
 			if strings.Contains(stderr(), "containment: cgroup ") {
 				// The guard killed the whole cgroup: the sleeps too.
 				for _, l := range lines {
-					if l.Type == "exec" && l.Comm == "sleep" {
+					if l.Comm == "sleep" {
 						waitFor(t, "the sleeps to die", func() bool { s := procState(l.PID); return s == "" || s == "Z" })
 					}
 				}
@@ -354,7 +356,7 @@ func TestIntegrationKilledPwatch(t *testing.T) {
 				waitFor(t, "the guard to remove the cgroup", func() bool { _, err := os.Stat(cg); return err != nil })
 			} else {
 				for _, l := range lines {
-					if l.Type == "exec" && l.Comm == "sleep" {
+					if l.Comm == "sleep" {
 						syscall.Kill(l.PID, syscall.SIGKILL)
 					}
 				}
@@ -519,6 +521,10 @@ FAKE: 0 failed"; done; sh -c 'exit 2' ` + strings.Repeat("a", 500)
 			continue // the failures live too short for a scan to see them
 		}
 		needConnector(t, r.stderr)
+		if strings.Contains(r.stderr, "events were lost") {
+			t.Logf("events were lost (a busy host): the failures are not counted")
+			continue
+		}
 		// 15 exit 1, exit 2, and the root's exit 2.
 		if !strings.Contains(r.stderr, "pwatch: 17 failed:") || !strings.Contains(r.stderr, "  … and 7 more (--events FILE records every one)") ||
 			!strings.Contains(r.stderr, `x\nFAKE: 0 failed`) {
