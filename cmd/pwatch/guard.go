@@ -47,6 +47,7 @@ func startGuard(cg *cgroup, survive bool) (*os.File, error) {
 	cmd := &exec.Cmd{
 		Path:        self,
 		Args:        []string{self, guardArg, "fork", cg.dir, kill},
+		Dir:         "/", // hold no mount busy
 		ExtraFiles:  []*os.File{r},
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}

@@ -26,7 +26,9 @@ type metrics struct {
 	done chan struct{} // closed when the server's goroutine returns
 }
 
-func newMetrics(w *watchman.Watcher) *metrics {
+// newMetrics makes the metrics of w; live counts the live members of the
+// tree (pwatch run's own process aside).
+func newMetrics(w *watchman.Watcher, live func() int) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pwatch_events_total", Help: "Events of the watched tree, by type (fork, exec, exit, lost).",
@@ -45,15 +47,15 @@ func newMetrics(w *watchman.Watcher) *metrics {
 	for _, o := range []string{"success", "failure", "signal", "unknown"} {
 		m.exits.WithLabelValues(o)
 	}
-	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	liveGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pwatch_live_processes", Help: "Live members of the tree, the root included.",
-	}, func() float64 { return float64(len(w.LivePIDs())) })
+	}, func() float64 { return float64(live()) })
 	mode := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pwatch_mode_info", Help: "How pwatch learns of processes (connector or poll), as a label.",
 		ConstLabels: prometheus.Labels{"mode": string(w.Mode())},
 	})
 	mode.Set(1)
-	m.reg.MustRegister(m.events, m.exits, m.lost, live, mode, newStatsCollector(w))
+	m.reg.MustRegister(m.events, m.exits, m.lost, liveGauge, mode, newStatsCollector(w))
 	return m
 }
 

@@ -233,7 +233,7 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 		return usageError{err}
 	}
 	if ln != nil {
-		s.metrics = newMetrics(w)
+		s.metrics = newMetrics(w, s.others)
 		s.metrics.serve(ln, a.stderr)
 	}
 	s.sayMode()

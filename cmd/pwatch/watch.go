@@ -74,7 +74,7 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 		return usageError{err}
 	}
 	if ln != nil {
-		s.metrics = newMetrics(w)
+		s.metrics = newMetrics(w, s.others)
 		s.metrics.serve(ln, a.stderr)
 	}
 	if asJSON || of.events == "-" {
