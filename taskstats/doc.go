@@ -16,7 +16,10 @@
 //     recvmmsg(2) into a reused buffer, each stamped with the
 //     CLOCK_BOOTTIME of its read; Close deregisters and unblocks Receive.
 //     Messages not from the kernel, of another family, or malformed are
-//     dropped and counted in Stats, never returned.
+//     dropped and counted in Stats, never returned. SetFilter (classic
+//     BPF) and AttachBPF (an eBPF program, which may consult a map of
+//     member TGIDs) attach a socket filter, using the FilterOffset*
+//     constants, so that uninteresting records never wake the reader.
 //   - Aggregator (and Record.ProcessUsage), which turn the record stream
 //     into exactly one Usage per process, all its threads included.
 //   - Socket, the seam under Listener. The real one wraps

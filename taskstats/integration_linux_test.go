@@ -609,3 +609,6 @@ func loadavg() string {
 	}
 	return s
 }
+
+// isDeadline reports whether err is a read deadline's.
+func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

@@ -194,3 +194,36 @@ func (s *gSocket) Drops() (uint32, error) {
 	}
 	return v[unix.SK_MEMINFO_DROPS], nil
 }
+
+// SetFilter attaches (or, with an empty program, detaches) a classic BPF
+// socket filter.
+func (s *gSocket) SetFilter(prog []unix.SockFilter) error {
+	var serr error
+	err := s.rc.Control(func(fd uintptr) {
+		if len(prog) == 0 {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+			if serr == unix.ENOENT {
+				serr = nil // no filter attached
+			}
+			return
+		}
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	})
+	if err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt", serr)
+}
+
+// AttachBPF attaches an eBPF socket filter program.
+func (s *gSocket) AttachBPF(progFD int) error {
+	var serr error
+	err := s.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_BPF, progFD)
+	})
+	if err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt", serr)
+}
