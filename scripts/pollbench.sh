@@ -10,8 +10,9 @@
 # PWATCH_PYTHON names the interpreter). The host is filled with idle sleep
 # processes, which the benchmark ends; pid_max must leave room for them.
 # Figures are CPU time (getrusage / time.process_time) per pass; load1 is
-# the one-minute load average when each host/tree pair was measured, since
-# other work on a shared machine still inflates them. The raw benchmark
+# the one-minute load average read before each of the three measurements,
+# since other work on a shared machine still inflates them; procs listed is
+# what /proc listed before the last. The raw benchmark
 # output is kept in $OUT (default /tmp/pollbench.txt).
 set -eu
 cd "$(dirname "$0")/.."
@@ -31,19 +32,19 @@ awk '
 	for (i = 3; i < NF; i++) {
 		if ($(i+1) == "cpu-ms/pass") cpu[host, tree, m] = $i
 		if ($(i+1) == "procs") procs[host, tree] = $i
-		if ($(i+1) == "load1") load[host, tree] = $i
+		if ($(i+1) == "load1") load[host, tree] = load[host, tree] (load[host, tree] == "" ? "" : "/") $i
 		if ($(i+1) == "members") members[host, tree] = $i
 	}
 	if (!((host, tree) in seen)) { seen[host, tree] = 1; order[++n] = host SUBSEP tree }
 }
 END {
-	print "| host (target) | procs listed | tree | walk cpu-ms/pass | host scan cpu-ms/pass | psutil cpu-ms/poll | scan/walk | psutil/walk | load1 |"
+	print "| host (target) | procs listed | tree | walk cpu-ms/pass | host scan cpu-ms/pass | psutil cpu-ms/poll | scan/walk | psutil/walk | load1 (walk/scan/psutil) |"
 	print "|---|---|---|---|---|---|---|---|---|"
 	for (k = 1; k <= n; k++) {
 		split(order[k], hk, SUBSEP); h = hk[1]; t = hk[2]
 		w = cpu[h, t, "walk"]; s = cpu[h, t, "scan"]; ps = cpu[h, t, "psutil"]
 		sub(/host=/, "", h); sub(/tree=/, "", t)
-		printf "| %s | %d | %d | %.3f | %.2f | %s | %s | %s | %.1f |\n", h, procs[hk[1], hk[2]], members[hk[1], hk[2]], w, s,
+		printf "| %s | %d | %d | %.3f | %.2f | %s | %s | %s | %s |\n", h, procs[hk[1], hk[2]], members[hk[1], hk[2]], w, s,
 			(ps == "" ? "n/a" : sprintf("%.2f", ps)), (w > 0 ? sprintf("%.0fx", s / w) : "-"),
 			(w > 0 && ps != "" ? sprintf("%.0fx", ps / w) : "-"), load[hk[1], hk[2]]
 	}
