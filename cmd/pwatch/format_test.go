@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,7 +114,42 @@ func TestSummaryGolden(t *testing.T) {
 	b.WriteString("--- watch, interrupted\n")
 	writeSummary(&b, &summary{Verb: "watch", Root: &proc{id: watchman.Identity{PID: 7}, name: "server", cmdline: []string{"server", "-v"}},
 		Wall: 90 * time.Second, Processes: 12, AtStart: 3, Peak: 5, Alive: 4, Stopped: "stopped by SIGINT(2)"})
+
+	b.WriteString("--- run, capped at 2, 60 columns, hostile command lines\n")
+	var failed []*proc
+	for i := range 4 {
+		failed = append(failed, &proc{id: watchman.Identity{PID: 200 + i}, name: "sh", exited: true,
+			cmdline: []string{"sh", "-c", "exit 1", "x\nFAKE: 0 failed\x1b[2J\u202e" + strings.Repeat("z", 80)},
+			exit:    watchman.Exit{StatusKnown: true, Code: 1}})
+	}
+	writeSummary(&b, &summary{Verb: "run", Root: failed[0], RootEnded: true, Wall: time.Second, Processes: 5, Peak: 2,
+		Failed: failed, Limit: 2, Width: 60, Events: "run.jsonl",
+		Left:  []leftProc{{PID: 300, Command: "a"}, {PID: 301, Command: "b"}, {PID: 302, Command: "c\rd"}},
+		Notes: []string{"cgroup: CPU 1s (user 1s, system 0s)", "a note\nwith a newline"}})
 	golden(t, "summary.golden", b.Bytes())
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(line, "FAKE") || strings.ContainsAny(line, "\x1b\r\u202e") {
+			t.Errorf("unescaped line %q", line)
+		}
+	}
+}
+
+func TestEscape(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text, é and 日本":  "plain text, é and 日本",
+		"a\nb\tc\rd":            `a\nb\tc\rd`,
+		"\x1b[31mred\x7f":       `\x1b[31mred\x7f`,
+		"bad \xff\xfe utf-8":    `bad \xff\xfe utf-8`,
+		"c1 \u0085 bidi \u202e": `c1 \u0085 bidi \u202e`,
+		"isolate \u2066x\u2069": `isolate \u2066x\u2069`,
+	} {
+		if got := escape(in); got != want {
+			t.Errorf("escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := cut("abcdef", 4); got != "abc…" {
+		t.Errorf("cut: %q", got)
+	}
 }
 
 func TestTraceLayout(t *testing.T) {
