@@ -27,6 +27,8 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "hidepid":
 		os.Exit(helperHidePID())
+	case "nopidfd":
+		os.Exit(helperNoPIDFD())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper %q\n", h)
 		os.Exit(2)
