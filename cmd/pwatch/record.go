@@ -69,6 +69,8 @@ type recorder struct {
 	// its name: what the root shows while it is pwatch's launcher.
 	command     []string
 	commandName string
+	// noCmdline is --no-cmdline: command lines are not recorded.
+	noCmdline bool
 	// launcherName is the command name of pwatch's own binary, which the
 	// root has until it execs COMMAND.
 	launcherName string
@@ -163,6 +165,9 @@ func (r *recorder) view(id watchman.Identity, name string, cmdline []string) (st
 	if launcher || sameCommand(cmdline, r.command) {
 		if launcher {
 			name = r.commandName
+		}
+		if r.noCmdline {
+			return name, nil
 		}
 		return name, r.command
 	}

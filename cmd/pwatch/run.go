@@ -218,7 +218,7 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 		return attachError(err)
 	}
 	rec := newRecorder(watchman.Identity{})
-	rec.self, rec.depthOff, rec.command = w.Root(), 1, args
+	rec.self, rec.depthOff, rec.command, rec.noCmdline = w.Root(), 1, args, wf.noCmdline
 	rec.commandName = commName(filepath.Base(args[0]))
 	if st, err := readProcStat(os.Getpid()); err == nil {
 		rec.launcherName = st.comm
