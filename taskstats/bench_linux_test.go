@@ -18,15 +18,25 @@ import (
 // the records read (every exiting task on the host counts). For scale, a
 // bare proc connector receive loop (fork, exec and exit events) runs
 // beside it, measured the same way. Other processes share the machine:
-// the load average is logged with each run.
+// the load average is logged with each run. The sub-benchmarks set
+// Config.MinReadInterval (0, 1 ms, 10 ms), which trades delay for records
+// per wakeup.
 func BenchmarkIntegrationStorm(b *testing.B) {
+	for _, interval := range []time.Duration{0, time.Millisecond, 10 * time.Millisecond} {
+		b.Run("interval="+interval.String(), func(b *testing.B) { benchStorm(b, interval) })
+	}
+}
+
+// benchStorm runs the storms with Config.MinReadInterval set to interval
+// (0: a reader woken by every record it can).
+func benchStorm(b *testing.B, interval time.Duration) {
 	requireTaskstats(b)
 	var thread, proc, cnThread time.Duration
 	var records, reads, children, withUsage, events int
 	for b.Loop() {
 		cn := receiveConnector(b)
 		before := rusage(b)
-		sr, c := runStorm(b, 5000, nil)
+		sr, c := runStorm(b, 5000, nil, interval)
 		proc += rusage(b) - before
 		cnCPU, cnEvents := cn.stop()
 		thread += c.threadCPU

@@ -423,8 +423,8 @@ type stormResult struct {
 	drops             uint32
 }
 
-func runStorm(t testing.TB, count int, w *exitWatch) (stormResult, *collector) {
-	l := listen(t, nil)
+func runStorm(t testing.TB, count int, w *exitWatch, interval time.Duration) (stormResult, *collector) {
+	l := listen(t, &taskstats.Config{MinReadInterval: interval})
 	c := collect(l)
 	p, err := workload.Start(workload.Spec{Storm: &workload.Storm{Count: count}, Timeout: 2 * time.Minute})
 	if err != nil {
@@ -565,7 +565,7 @@ func TestIntegrationShortLived(t *testing.T) {
 func TestIntegrationStorm(t *testing.T) {
 	requireTaskstats(t)
 	w := watchExits(t)
-	sr, c := runStorm(t, 5000, w)
+	sr, c := runStorm(t, 5000, w, 0)
 	t.Logf("storm of %d children: %d with a usage of their pid (start estimate from the read time at most %d ticks late), "+
 		"%d matched within 2 ticks by the read time, %d within 1 tick by the earlier of the read and exit event times; "+
 		"%d records read, %d overruns, %d messages dropped by the kernel (receive buffer %d MiB); "+

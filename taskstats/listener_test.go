@@ -304,3 +304,27 @@ func TestListenerRecordsBeforeAck(t *testing.T) {
 		t.Errorf("records (-want +got):\n%s", d)
 	}
 }
+
+// TestListenerMinReadIntervalClose checks that Close ends a Receive that
+// waits out MinReadInterval.
+func TestListenerMinReadIntervalClose(t *testing.T) {
+	k := taskstatstest.NewKernel()
+	l := listenFake(t, k, &taskstats.Config{CPUs: "0", MinReadInterval: time.Hour})
+	r := task(5, 5, 0)
+	k.ExitTask(&r, nil)
+	if recs, err := l.Receive(nil); err != nil || len(recs) != 1 {
+		t.Fatalf("first Receive (no wait): %v %+v", err, recs)
+	}
+	k.ExitTask(&r, nil) // queued, but the next read is an hour away
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Receive(nil)
+		done <- err
+	}()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, taskstats.ErrClosed) {
+		t.Fatalf("Receive: %v, want ErrClosed", err)
+	}
+}
