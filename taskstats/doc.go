@@ -40,10 +40,11 @@
 //   - A process that never had a second thread: one message, one KindPID
 //     record with FlagGroupDead (AGROUP). PID == TGID.
 //   - A process that had threads: one KindPID record per thread, in exit
-//     order, FlagGroupDead on the last one only (which, by the kernel
-//     source, may be any thread, not necessarily the group leader; the
-//     tests only exercise a leader that exits last); that last message
-//     also carries
+//     order, FlagGroupDead on the last one only (which may be any thread:
+//     TestIntegrationLeaderExitsFirst ends the leader first, and the last
+//     record is another thread's, with PID != TGID and ProcessElapsed
+//     still counted from the leader's start); that last message also
+//     carries
 //     a KindTGID aggregate (the kernel allocates it at the first thread
 //     exit while the group is not empty, and accumulates every exiting
 //     thread into it). On 6.18 the aggregate holds the sums of the CPU
