@@ -536,12 +536,14 @@ func (r *runner) killAll() (int, bool) {
 		if round == maxKillRounds {
 			return max(first, 0), false
 		}
+		// Each member first (which counts them), then the cgroup at once,
+		// which catches the forks in between.
+		n := r.signalAll(syscall.SIGKILL)
 		if r.cg != nil {
 			if err := r.cg.kill(); err != nil {
 				s.warn("cgroup.kill", err)
 			}
 		}
-		n := r.signalAll(syscall.SIGKILL)
 		// pwatch's own children (the orphans that came back to it) are
 		// killed whatever the Watcher knows: a child's PID cannot be
 		// reused before pwatch reaps it, and each round's kills hand
