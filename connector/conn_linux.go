@@ -4,7 +4,10 @@ package connector
 
 import (
 	"errors"
+	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -45,6 +48,18 @@ type nlSocket struct {
 	got    int
 	errno  syscall.Errno
 	readFn func(fd uintptr) bool // s.doRead, bound once so reads do not allocate
+
+	// Blocking mode (setBlocking): reads block in recvmmsg on the calling
+	// thread instead of waiting in the runtime's poller; Close and
+	// SetReadDeadline wake a blocked read with an empty datagram sent to
+	// the socket's own port.
+	blocking bool
+	blockFn  func(fd uintptr) bool // s.doBlockingRead
+	reading  atomic.Bool           // a blocking read is in progress
+	closing  atomic.Bool
+	rcvtimeo time.Duration // SO_RCVTIMEO in force; used by one reader at a time
+	dmu      sync.Mutex
+	deadline time.Time
 }
 
 func dialSocket() (*nlSocket, error) {
@@ -65,6 +80,7 @@ func dialSocket() (*nlSocket, error) {
 	}
 	s := &nlSocket{nc: nc, rc: rc, pid: nc.PID()}
 	s.readFn = s.doRead
+	s.blockFn = s.doBlockingRead
 	return s, nil
 }
 
@@ -99,7 +115,11 @@ func (s *nlSocket) ReadBatch(ds []Datagram) (int, error) {
 		h.SetIovlen(1)
 	}
 	s.want, s.got, s.errno = n, 0, 0
-	if err := s.rc.Read(s.readFn); err != nil {
+	if s.blocking {
+		if err := s.readBlocking(); err != nil {
+			return 0, err
+		}
+	} else if err := s.rc.Read(s.readFn); err != nil {
 		return 0, err
 	}
 	if s.errno != 0 {
@@ -132,8 +152,106 @@ func (s *nlSocket) doRead(fd uintptr) bool {
 	}
 }
 
+// readBlocking is one blocking recvmmsg(2) (MSG_WAITFORONE: it returns as
+// soon as one datagram is there), with the deadline as SO_RCVTIMEO.
+func (s *nlSocket) readBlocking() error {
+	for {
+		if s.closing.Load() {
+			return net.ErrClosed
+		}
+		s.dmu.Lock()
+		dl := s.deadline
+		s.dmu.Unlock()
+		var timeo time.Duration
+		if !dl.IsZero() {
+			if timeo = time.Until(dl); timeo <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+		}
+		if timeo != s.rcvtimeo {
+			tv := unix.NsecToTimeval(timeo.Nanoseconds())
+			var serr error
+			if err := s.rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return os.NewSyscallError("setsockopt", serr)
+			}
+			s.rcvtimeo = timeo
+		}
+		s.reading.Store(true)
+		err := s.rc.Read(s.blockFn)
+		s.reading.Store(false)
+		switch {
+		case err != nil:
+			return err
+		case s.closing.Load():
+			return net.ErrClosed
+		case s.errno == unix.EAGAIN: // SO_RCVTIMEO, or a changed deadline
+			s.errno = 0
+			continue
+		}
+		return nil
+	}
+}
+
+// doBlockingRead is the RawConn.Read callback of blocking mode; the read
+// lock it runs under keeps Close from closing the descriptor meanwhile.
+func (s *nlSocket) doBlockingRead(fd uintptr) bool {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[0])),
+			uintptr(s.want), unix.MSG_WAITFORONE, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		s.got, s.errno = int(r), e
+		if e != 0 {
+			s.got = 0
+		}
+		return true
+	}
+}
+
+// setBlocking switches the socket to blocking reads (see nlSocket). It is
+// called once, before the first read, and only where the socket can send
+// to itself.
+func (s *nlSocket) setBlocking() error {
+	var serr error
+	if err := s.rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return os.NewSyscallError("fcntl", serr)
+	}
+	s.blocking = true
+	return nil
+}
+
+// sendWake queues the datagram that wakes a blocked read: one byte from
+// the socket's own port (the kernel refuses empty ones; Conn ignores
+// these).
+func (s *nlSocket) sendWake() { _ = s.SendToSelf(make([]byte, 1)) }
+
+// wake makes a blocked read return.
+func (s *nlSocket) wake() {
+	if s.reading.Load() {
+		s.sendWake()
+	}
+}
+
 // SetReadDeadline implements Socket.
-func (s *nlSocket) SetReadDeadline(t time.Time) error { return s.nc.SetReadDeadline(t) }
+func (s *nlSocket) SetReadDeadline(t time.Time) error {
+	if s.blocking {
+		s.dmu.Lock()
+		s.deadline = t
+		s.dmu.Unlock()
+		s.wake()
+		return nil
+	}
+	return s.nc.SetReadDeadline(t)
+}
 
 // SetReadBuffer implements Socket (SO_RCVBUFFORCE, else SO_RCVBUF).
 func (s *nlSocket) SetReadBuffer(bytes int) error { return s.nc.SetReadBuffer(bytes) }
@@ -141,8 +259,15 @@ func (s *nlSocket) SetReadBuffer(bytes int) error { return s.nc.SetReadBuffer(by
 // PortID implements Socket.
 func (s *nlSocket) PortID() uint32 { return s.pid }
 
-// Close implements Socket.
-func (s *nlSocket) Close() error { return s.nc.Close() }
+// Close implements Socket. In blocking mode it wakes a blocked read
+// first: the descriptor is closed once that read has returned.
+func (s *nlSocket) Close() error {
+	if s.blocking {
+		s.closing.Store(true)
+		s.sendWake() // a read that starts now returns at once
+	}
+	return s.nc.Close()
+}
 
 // SendToSelf queues msg on the socket's own receive queue (sendto(2) to
 // its own port id, MSG_DONTWAIT): see Socket.
@@ -150,8 +275,12 @@ func (s *nlSocket) SendToSelf(msg []byte) error {
 	var errno syscall.Errno
 	to := unix.RawSockaddrNetlink{Family: unix.AF_NETLINK, Pid: s.pid}
 	err := s.rc.Control(func(fd uintptr) {
+		var p unsafe.Pointer
+		if len(msg) > 0 {
+			p = unsafe.Pointer(&msg[0])
+		}
 		for {
-			_, _, errno = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&msg[0])), uintptr(len(msg)),
+			_, _, errno = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(msg)),
 				unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&to)), unix.SizeofSockaddrNetlink)
 			if errno != unix.EINTR {
 				return

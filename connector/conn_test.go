@@ -35,6 +35,9 @@ func runHelper() int {
 	if code, ok := runProcessHelper(os.Getenv(helperEnv)); ok {
 		return code
 	}
+	if code, ok := connector.RunReaderHelper(os.Getenv(helperEnv)); ok {
+		return code
+	}
 	c, err := connector.Dial(&connector.Config{AckTimeout: 2 * time.Second})
 	if err != nil {
 		fmt.Printf("error notsupported=%v permission=%v: %v\n",

@@ -1,0 +1,244 @@
+//go:build linux
+
+package connector
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// readerVariants are the read strategies BenchmarkReaderCPU compares:
+// waiting in the runtime's poller (netpoll) or in a blocking recvmmsg on
+// the reading thread (blocking), without or with coalescing (coalN/D:
+// after a read of N datagrams or more, wait D before the next). "default"
+// is defaultStrategy (netpoll+coal4/2ms).
+var readerVariants = map[string]readStrategy{
+	"netpoll":            {set: true},
+	"blocking":           {set: true, blocking: true},
+	"netpoll+coal4/1ms":  {set: true, coalesce: time.Millisecond, minBatch: 4},
+	"default":            func() readStrategy { s := defaultStrategy(); s.set = true; return s }(),
+	"netpoll+coal4/5ms":  {set: true, coalesce: 5 * time.Millisecond, minBatch: 4},
+	"blocking+coal4/2ms": {set: true, blocking: true, coalesce: 2 * time.Millisecond, minBatch: 4},
+}
+
+const readerHelperPrefix = "reader:"
+
+// runReaderHelper is a listener process: it dials with the variant's
+// strategy, says "ready", reads the storm root's pid from stdin, counts
+// events until that pid's exit and prints its own CPU time (getrusage)
+// and the events of that window.
+func runReaderHelper(mode string) (int, bool) {
+	name, ok := strings.CutPrefix(mode, readerHelperPrefix)
+	if !ok {
+		return 0, false
+	}
+	c, err := Dial(&Config{reader: readerVariants[name]})
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1, true
+	}
+	defer c.Close()
+	var root atomic.Int32
+	var start unix.Rusage
+	var startEvents atomic.Uint64
+	var events atomic.Uint64
+	var reads, startReads atomic.Uint64
+	fmt.Println("ready")
+	go func() {
+		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		p, _ := strconv.Atoi(strings.TrimSpace(line))
+		_ = unix.Getrusage(unix.RUSAGE_SELF, &start)
+		startEvents.Store(events.Load())
+		startReads.Store(reads.Load())
+		root.Store(int32(p))
+	}()
+	buf := make([]Event, 0, MaxBatch)
+	for {
+		evs, err := c.Receive(buf[:0])
+		if err != nil && err != ErrOverrun {
+			fmt.Println("error:", err)
+			return 1, true
+		}
+		events.Add(uint64(len(evs)))
+		reads.Add(1)
+		r := root.Load()
+		for _, ev := range evs {
+			if r != 0 && ev.What == WhatExit && ev.PID == r {
+				var end unix.Rusage
+				_ = unix.Getrusage(unix.RUSAGE_SELF, &end)
+				cpu := time.Duration(end.Utime.Nano()+end.Stime.Nano()-start.Utime.Nano()-start.Stime.Nano()) * time.Nanosecond
+				fmt.Printf("%d %d %d %d\n", cpu.Microseconds(), events.Load()-startEvents.Load(), c.Stats().Overruns, reads.Load()-startReads.Load())
+				return 0, true
+			}
+		}
+	}
+}
+
+// procCPU returns a process's user+system CPU time from /proc (clock
+// ticks of 10 ms).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// BenchmarkReaderCPU measures the CPU per kernel event of each read
+// strategy side by side with forkstat -q, on the same storm in the same
+// run: every listener (one process each) and forkstat hear the same
+// events. The storm root, testdata/storm.c built with gcc, forks
+// STORM_CHILDREN (default 20,000) children that exit at once. Run it as
+//
+//	go test -run '^$' -bench ReaderCPU -benchtime 1x ./connector/
+//
+// Each iteration is one storm; the figures are the median of the
+// iterations: µs of CPU (user+system) per event the listener received,
+// and the ratio of its CPU to forkstat's. Needs root, gcc and forkstat.
+func BenchmarkReaderCPU(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("skipping: needs root")
+	}
+	forkstat, err := exec.LookPath("forkstat")
+	if err != nil {
+		b.Skip("skipping: forkstat not installed (apt-get install forkstat)")
+	}
+	storm := filepath.Join(b.TempDir(), "storm")
+	if out, err := exec.Command("gcc", "-O2", "-o", storm, "testdata/storm.c").CombinedOutput(); err != nil {
+		b.Skipf("skipping: cannot build the storm with gcc: %v\n%s", err, out)
+	}
+	children := 20000
+	if v, err := strconv.Atoi(os.Getenv("STORM_CHILDREN")); err == nil && v > 0 {
+		children = v
+	}
+	names := make([]string, 0, len(readerVariants))
+	for n := range readerVariants {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	perEvent := map[string][]float64{}
+	ratio := map[string][]float64{}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		load := loadAvg()
+		type listener struct {
+			cmd   *exec.Cmd
+			stdin *os.File
+			out   *bufio.Reader
+		}
+		ls := map[string]*listener{}
+		for _, n := range names {
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), "CONNECTOR_TEST_HELPER="+readerHelperPrefix+n)
+			pr, pw, _ := os.Pipe()
+			cmd.Stdin = pr
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			pr.Close()
+			l := &listener{cmd: cmd, stdin: pw, out: bufio.NewReader(stdout)}
+			if line, _ := l.out.ReadString('\n'); line != "ready\n" {
+				b.Fatalf("%s: %q", n, line)
+			}
+			ls[n] = l
+		}
+		fs := exec.Command(forkstat, "-q")
+		if err := fs.Start(); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond) // forkstat's start-up (it reads /proc) is not measured
+		fsStart, err := procCPU(fs.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		st := exec.Command(storm, strconv.Itoa(children))
+		if err := st.Start(); err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range ls {
+			fmt.Fprintf(l.stdin, "%d\n", st.Process.Pid)
+		}
+		if err := st.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		type result struct {
+			cpu    time.Duration
+			events int
+			reads  int
+		}
+		res := map[string]result{}
+		maxEvents := 0
+		for n, l := range ls {
+			line, _ := l.out.ReadString('\n')
+			var us, ev, ov, rd int
+			if _, err := fmt.Sscan(line, &us, &ev, &ov, &rd); err != nil {
+				b.Fatalf("%s: %q", n, line)
+			}
+			_ = l.cmd.Wait()
+			l.stdin.Close()
+			res[n] = result{time.Duration(us) * time.Microsecond, ev, rd}
+			maxEvents = max(maxEvents, ev)
+			if ov != 0 {
+				b.Logf("%s: %d overruns", n, ov)
+			}
+		}
+		b.StopTimer()
+		fsEnd, _ := procCPU(fs.Process.Pid)
+		_ = fs.Process.Signal(syscall.SIGINT)
+		fsOut, _ := fs.CombinedOutput()
+		_ = fsOut
+		_ = fs.Wait()
+		fsCPU := fsEnd - fsStart
+		b.Logf("storm %d: %d children (%d events heard by the busiest listener), load %s (1/5/15 min); forkstat -q %v CPU, %.1f µs/event",
+			i, children, maxEvents, load, fsCPU, float64(fsCPU.Microseconds())/float64(maxEvents))
+		for _, n := range names {
+			r := res[n]
+			pe := float64(r.cpu.Microseconds()) / float64(r.events)
+			rt := float64(r.cpu) / float64(fsCPU)
+			perEvent[n] = append(perEvent[n], pe)
+			ratio[n] = append(ratio[n], rt)
+			b.Logf("  %-22s %8v CPU, %6d events in %6d reads, %5.2f µs/event, %.2fx forkstat", n, r.cpu, r.events, r.reads, pe, rt)
+		}
+		b.StartTimer()
+	}
+	for _, n := range names {
+		b.ReportMetric(median(perEvent[n]), "µs/event-"+n)
+		b.ReportMetric(median(ratio[n]), "x-forkstat-"+n)
+	}
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
