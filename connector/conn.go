@@ -308,11 +308,15 @@ func NewConn(s Socket, cfg *Config) (*Conn, error) {
 		conn.strategy = c.reader
 	}
 	if conn.strategy.coalesce > 0 {
-		// Coalesce only where the queue holds far more than arrives in
-		// the wait even during a storm (50,000 events/s): else the wait
-		// itself would overrun it.
-		mi, err := conn.MemInfo()
-		if err != nil || time.Duration(mi.Rcvbuf/DatagramTruesize)*time.Second < 4*50000*conn.strategy.coalesce {
+		// Wait no longer than a quarter of the queue takes to fill at a
+		// storm's rate (50,000 events/s): else the wait itself would
+		// overrun it. Below 500 µs it is not worth a timer.
+		var fits time.Duration
+		if mi, err := conn.MemInfo(); err == nil {
+			fits = time.Duration(mi.Rcvbuf/DatagramTruesize) * time.Second / (4 * 50000)
+		}
+		conn.strategy.coalesce = min(conn.strategy.coalesce, fits)
+		if conn.strategy.coalesce < 500*time.Microsecond {
 			conn.strategy.coalesce = 0
 		}
 	}
@@ -326,14 +330,15 @@ func NewConn(s Socket, cfg *Config) (*Conn, error) {
 }
 
 // defaultStrategy returns the read strategy of a Conn: the cheapest one
-// that BenchmarkReaderCPU measured (a 20,000-child storm beside forkstat
-// -q, median of 3, on the 2-vCPU VM at load average 28): waiting in the
-// runtime's poller, and after a read of 4 datagrams or more, 2 ms of
-// coalescing: 0.40x forkstat's CPU, against 0.58x without coalescing,
-// 0.45x with 1 ms, 0.33x with 5 ms, and 0.68x for blocking reads on the
-// reading thread (0.48x with the same coalescing).
+// that BenchmarkReaderCPU measured (five 20,000-child storms beside
+// forkstat -q, medians, on the 2-vCPU VM at load average 25 to 33, CPU
+// relative to forkstat's on the same storm): waiting in the runtime's
+// poller, and after a read of 4 datagrams or more, 5 ms of coalescing:
+// 0.40x (10.8 µs per event), against 0.57x without coalescing, 0.50x with
+// 1 ms, 0.44x with 2 ms, and 0.70x for blocking reads on the reading
+// thread (0.44x with 5 ms of coalescing).
 func defaultStrategy() readStrategy {
-	return readStrategy{coalesce: 2 * time.Millisecond, minBatch: 4}
+	return readStrategy{coalesce: 5 * time.Millisecond, minBatch: 4}
 }
 
 // setNoENOBUFS sets NETLINK_NO_ENOBUFS and bounds the batch by the queue's
@@ -699,10 +704,11 @@ func (c *Conn) checkDrops() error {
 //	}
 //
 // Under load Receive coalesces: after a read that returned 4 datagrams or
-// more it waits 2 ms before the next read, so that one wake-up reads many
-// events; a read of fewer ends that, so at low rates no event waits. It
-// does so only where the receive buffer holds far more than a storm brings
-// in 2 ms (about 400 KiB or more; the default is 4 MiB).
+// more it waits up to 5 ms before the next read, so that one wake-up reads
+// many events; a read of fewer ends that, so at low rates no event waits.
+// The wait is shortened to what a quarter of the receive buffer holds at
+// 50,000 events/s (5 ms needs about 1 MiB; the default buffer is 4 MiB),
+// and is off below 500 µs (buffers under about 100 KiB).
 //
 // When the kernel reports an overrun Receive returns the events it has and
 // an error matching ErrOverrun (with Config.NoENOBUFS, a *DropError with

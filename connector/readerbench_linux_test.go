@@ -23,22 +23,34 @@ import (
 // waiting in the runtime's poller (netpoll) or in a blocking recvmmsg on
 // the reading thread (blocking), without or with coalescing (coalN/D:
 // after a read of N datagrams or more, wait D before the next). "default"
-// is defaultStrategy (netpoll+coal4/2ms).
+// is defaultStrategy (netpoll+coal4/5ms).
 var readerVariants = map[string]readStrategy{
 	"netpoll":            {set: true},
 	"blocking":           {set: true, blocking: true},
 	"netpoll+coal4/1ms":  {set: true, coalesce: time.Millisecond, minBatch: 4},
+	"netpoll+coal4/2ms":  {set: true, coalesce: 2 * time.Millisecond, minBatch: 4},
 	"default":            func() readStrategy { s := defaultStrategy(); s.set = true; return s }(),
-	"netpoll+coal4/5ms":  {set: true, coalesce: 5 * time.Millisecond, minBatch: 4},
-	"blocking+coal4/2ms": {set: true, blocking: true, coalesce: 2 * time.Millisecond, minBatch: 4},
+	"blocking+coal4/5ms": {set: true, blocking: true, coalesce: 5 * time.Millisecond, minBatch: 4},
+	treeInside:           {},
+	treeOutside:          {},
 }
+
+// The tree filter variants: the default strategy with a TreeFilter whose
+// only member is the storm's root (every storm event passes, the host's
+// other events do not), or a PID that no process has (no storm event
+// reaches the socket).
+const (
+	treeInside  = "default+tree(inside)"
+	treeOutside = "default+tree(outside)"
+)
 
 const readerHelperPrefix = "reader:"
 
 // runReaderHelper is a listener process: it dials with the variant's
-// strategy, says "ready", reads the storm root's pid from stdin, counts
-// events until that pid's exit and prints its own CPU time (getrusage)
-// and the events of that window.
+// strategy, says "ready", reads the storm root's pid from stdin, says
+// "armed", counts events until the parent says the storm has ended (then
+// up to a barrier) and prints its own CPU time (getrusage), the events
+// and reads of that window, and its overruns.
 func runReaderHelper(mode string) (int, bool) {
 	name, ok := strings.CutPrefix(mode, readerHelperPrefix)
 	if !ok {
@@ -50,19 +62,36 @@ func runReaderHelper(mode string) (int, bool) {
 		return 1, true
 	}
 	defer c.Close()
+	var tree *TreeFilter
+	if name == treeInside || name == treeOutside {
+		if tree, err = c.AttachTreeFilter(1 << 16); err != nil {
+			fmt.Println("error:", err)
+			return 1, true
+		}
+		if name == treeOutside {
+			_ = tree.Add(1 << 30) // no such process: every storm event is dropped
+		}
+	}
 	var root atomic.Int32
 	var start unix.Rusage
 	var startEvents atomic.Uint64
 	var events atomic.Uint64
 	var reads, startReads atomic.Uint64
 	fmt.Println("ready")
+	in := bufio.NewReader(os.Stdin)
+	line, _ := in.ReadString('\n')
+	p, _ := strconv.Atoi(strings.TrimSpace(line))
+	if name == treeInside {
+		_ = tree.Add(uint32(p))
+	}
 	go func() {
-		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-		p, _ := strconv.Atoi(strings.TrimSpace(line))
 		_ = unix.Getrusage(unix.RUSAGE_SELF, &start)
 		startEvents.Store(events.Load())
 		startReads.Store(reads.Load())
 		root.Store(int32(p))
+		fmt.Println("armed")
+		_, _ = in.ReadString('\n') // the storm has ended
+		_ = c.Mark(1)
 	}()
 	buf := make([]Event, 0, MaxBatch)
 	for {
@@ -73,9 +102,8 @@ func runReaderHelper(mode string) (int, bool) {
 		}
 		events.Add(uint64(len(evs)))
 		reads.Add(1)
-		r := root.Load()
 		for _, ev := range evs {
-			if r != 0 && ev.What == WhatExit && ev.PID == r {
+			if root.Load() != 0 && ev.What == WhatMark {
 				var end unix.Rusage
 				_ = unix.Getrusage(unix.RUSAGE_SELF, &end)
 				cpu := time.Duration(end.Utime.Nano()+end.Stime.Nano()-start.Utime.Nano()-start.Stime.Nano()) * time.Nanosecond
@@ -119,7 +147,8 @@ func loadAvg() string {
 //
 // Each iteration is one storm; the figures are the median of the
 // iterations: µs of CPU (user+system) per event the listener received,
-// and the ratio of its CPU to forkstat's. Needs root, gcc and forkstat.
+// and the ratio of its CPU to forkstat's; each storm's table is printed,
+// with the load average. Needs root, gcc and forkstat.
 func BenchmarkReaderCPU(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("skipping: needs root")
@@ -177,16 +206,27 @@ func BenchmarkReaderCPU(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.StartTimer()
-		st := exec.Command(storm, strconv.Itoa(children))
+		st := exec.Command(storm, strconv.Itoa(children), "wait")
+		go2, err := st.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
 		if err := st.Start(); err != nil {
 			b.Fatal(err)
 		}
-		for _, l := range ls {
+		for n, l := range ls {
 			fmt.Fprintf(l.stdin, "%d\n", st.Process.Pid)
+			if line, _ := l.out.ReadString('\n'); line != "armed\n" {
+				b.Fatalf("%s: %q", n, line)
+			}
 		}
+		b.StartTimer()
+		_, _ = go2.Write([]byte{'\n'})
 		if err := st.Wait(); err != nil {
 			b.Fatal(err)
+		}
+		for _, l := range ls {
+			fmt.Fprintln(l.stdin, "done")
 		}
 		type result struct {
 			cpu    time.Duration
@@ -216,15 +256,21 @@ func BenchmarkReaderCPU(b *testing.B) {
 		_ = fsOut
 		_ = fs.Wait()
 		fsCPU := fsEnd - fsStart
-		b.Logf("storm %d: %d children (%d events heard by the busiest listener), load %s (1/5/15 min); forkstat -q %v CPU, %.1f µs/event",
-			i, children, maxEvents, load, fsCPU, float64(fsCPU.Microseconds())/float64(maxEvents))
+		fmt.Printf("storm %d/%d: %d children (%d events heard by the busiest listener), load %s (1/5/15 min); forkstat -q %v CPU, %.1f µs/event\n",
+			i+1, b.N, children, maxEvents, load, fsCPU, float64(fsCPU.Microseconds())/float64(maxEvents))
+		// µs per event are per event the listener heard; for the tree
+		// variants, per event the busiest listener heard (what the
+		// kernel sent), so that the figures compare.
 		for _, n := range names {
 			r := res[n]
 			pe := float64(r.cpu.Microseconds()) / float64(r.events)
+			if n == treeInside || n == treeOutside {
+				pe = float64(r.cpu.Microseconds()) / float64(maxEvents)
+			}
 			rt := float64(r.cpu) / float64(fsCPU)
 			perEvent[n] = append(perEvent[n], pe)
 			ratio[n] = append(ratio[n], rt)
-			b.Logf("  %-22s %8v CPU, %6d events in %6d reads, %5.2f µs/event, %.2fx forkstat", n, r.cpu, r.events, r.reads, pe, rt)
+			fmt.Printf("  %-22s %10v CPU, %6d events in %6d reads, %6.2f µs/event, %.4fx forkstat\n", n, r.cpu, r.events, r.reads, pe, rt)
 		}
 		b.StartTimer()
 	}

@@ -4,17 +4,24 @@
  * it can, lets the kernel reap them (SIGCHLD ignored), waits until all are
  * gone, and exits.
  *
- *   storm N
+ *   storm N [wait]
+ *
+ * With "wait" it reads one byte from stdin before it starts, so that
+ * listeners can arm themselves with its pid first.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 20000;
+	char c;
+	if (argc > 2 && strcmp(argv[2], "wait") == 0 && read(0, &c, 1) != 1)
+		return 1;
 	signal(SIGCHLD, SIG_IGN);
 	for (long i = 0; i < n; i++) {
 		pid_t p = fork();
