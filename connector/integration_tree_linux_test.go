@@ -412,6 +412,35 @@ func TestIntegrationTreeFilterReplaceAndClose(t *testing.T) {
 	}
 }
 
+// TestIntegrationTreeFilterCloseLeaksNothing: the Conn's Close frees the
+// program and maps of an attached filter.
+func TestIntegrationTreeFilterCloseLeaksNothing(t *testing.T) {
+	requirePrivileged(t)
+	before := countFDs(t)
+	for i := range 20 {
+		c, err := connector.Dial(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.AttachTreeFilter(1024)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Add(uint32(i + 1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Len(); !errors.Is(err, connector.ErrClosed) {
+			t.Fatalf("Len after the Conn's Close = %v, want ErrClosed", err)
+		}
+	}
+	if after := countFDs(t); after != before {
+		t.Errorf("open fds %d -> %d after 20 Dial/AttachTreeFilter/Close", before, after)
+	}
+}
+
 func TestIntegrationTreeFilterUnprivileged(t *testing.T) {
 	requirePrivileged(t)
 	if got := runAsNobody(t, "tree"); !strings.HasPrefix(got, "tree permission=true notsupported=true") {
