@@ -14,7 +14,9 @@
 //     TASKSTATS_CMD_ATTR_REGISTER_CPUMASK) and waits for the kernel's
 //     acknowledgement; Receive then returns batches of records read with
 //     recvmmsg(2) into a reused buffer, each stamped with the
-//     CLOCK_BOOTTIME of its read; Close deregisters and unblocks Receive.
+//     CLOCK_BOOTTIME of its read; Sync returns what is queued without
+//     waiting (a barrier, see below); Close deregisters and unblocks
+//     Receive.
 //     Messages not from the kernel, of another family, or malformed are
 //     dropped and counted in Stats, never returned. SetFilter (classic
 //     BPF) and AttachBPF (an eBPF program, which may consult a map of
@@ -78,23 +80,25 @@
 // ceil((lateness + 1 µs) / 10 ms) at most, where lateness is how long
 // after the kernel's reading the time used was taken: 0 or 1 tick when
 // nothing is starved of CPU. Under CPU contention lateness is unbounded.
-// On this 2-CPU VM, in storms of 5,000 children with other agents' storms
-// running (load average 14 to 36), the read time was up to 125 ticks late
-// without any record lost, and up to 3,879 ticks (39 s) when the reader
-// starved and the kernel dropped records; the exit event's time was up to
-// 41 ticks late; the earlier of the two matched 4,676 to all 5,000
-// children within one tick over the runs (TestIntegrationStorm logs the
-// figures).
+// On this 2-CPU VM, in storms of 5,000 children (TestIntegrationStorm,
+// which logs the figures) no estimate was below the true start; at a
+// load average of 8 the earlier of the read time and the exit event's
+// time gave the exact tick or one above for 4,988 to 5,000 children, at a
+// load average of 30 (other agents' storms running) for 4,863, the read
+// time alone then being up to 119 ticks late.
 //
-// So match by order, with the estimate as a bound: the records of one
-// PID arrive in the order its processes lived (a record is queued at the
-// start of do_exit, before the PID is freed for reuse, and the socket
-// queue is FIFO), and a process's record has an estimate at or above its
-// start ticks. The record for a known process (pid, ticks) is the first
-// record of pid, after the process was known to start, whose estimate is
-// at or above ticks; an estimate within one tick confirms it. ac_btime
-// alone is whole seconds of the wall clock and cannot tell apart PIDs
-// reused within a second.
+// So match by order, with the estimate as a bound. A record is queued
+// when its task exits, before the PID can be reused, and the socket queue
+// is FIFO; but records are read on their own socket, possibly long after
+// (seconds when the reader starves), so a late record of an earlier
+// holder of the PID can have an estimate above a newer process's start.
+// Listener.Sync is the barrier that excludes it: call Sync after seeing a
+// process start (its proc connector fork event); every record of its PID
+// that a later Receive or Sync returns belongs to it or to a later
+// process, and the first whose estimate is at or above its start ticks is
+// its own. An estimate within a tick or two confirms it. ac_btime alone
+// is whole seconds of the wall clock and cannot tell apart PIDs reused
+// within a second.
 //
 // # Units and caveats
 //

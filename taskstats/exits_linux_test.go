@@ -19,8 +19,8 @@ type exitWatch struct {
 	done chan struct{}
 
 	mu      sync.Mutex
-	ts      map[int32][]time.Duration // CLOCK_BOOTTIME exit times by task id
-	changed chan struct{}             // closed and replaced after each batch
+	ts      map[int32][]exitEvent // exits by task id, in order
+	changed chan struct{}         // closed and replaced after each batch
 }
 
 func watchExits(t testing.TB) *exitWatch {
@@ -33,7 +33,7 @@ func watchExits(t testing.TB) *exitWatch {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &exitWatch{c: c, off: off, done: make(chan struct{}), ts: make(map[int32][]time.Duration),
+	w := &exitWatch{c: c, off: off, done: make(chan struct{}), ts: make(map[int32][]exitEvent),
 		changed: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -43,7 +43,7 @@ func watchExits(t testing.TB) *exitWatch {
 			w.mu.Lock()
 			for _, ev := range evs {
 				if ev.What == connector.WhatExit {
-					w.ts[ev.PID] = append(w.ts[ev.PID], time.Duration(ev.Timestamp)+off)
+					w.ts[ev.PID] = append(w.ts[ev.PID], exitEvent{at: time.Duration(ev.Timestamp) + off, status: ev.ExitStatus})
 				}
 			}
 			close(w.changed)
@@ -63,11 +63,17 @@ func (w *exitWatch) stop() {
 	<-w.done
 }
 
-// exits returns the exit times seen for task id pid.
-func (w *exitWatch) exits(pid int32) []time.Duration {
+// exitEvent is one exit the proc connector reported.
+type exitEvent struct {
+	at     time.Duration // CLOCK_BOOTTIME
+	status uint32        // wait status
+}
+
+// exits returns the exits seen for task id pid, in order.
+func (w *exitWatch) exits(pid int32) []exitEvent {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]time.Duration(nil), w.ts[pid]...)
+	return append([]exitEvent(nil), w.ts[pid]...)
 }
 
 // exitOf returns the last exit time of task pid, waiting for the
@@ -82,7 +88,7 @@ func (w *exitWatch) exitOf(t testing.TB, pid int32) time.Duration {
 		ts, changed := w.ts[pid], w.changed
 		w.mu.Unlock()
 		if len(ts) > 0 {
-			return ts[len(ts)-1]
+			return ts[len(ts)-1].at
 		}
 		select {
 		case <-changed:

@@ -103,6 +103,9 @@ type Socket interface {
 	// as an error matching syscall.ENOBUFS, after which the socket stays
 	// usable. Close makes a blocked ReadBatch return an error.
 	ReadBatch(ds []Datagram) (int, error)
+	// ReadQueued is ReadBatch without waiting: it returns 0 and no error
+	// when no datagram is queued, and ignores the read deadline.
+	ReadQueued(ds []Datagram) (int, error)
 	// SetReadDeadline sets the deadline of ReadBatch; the zero time
 	// means none. A ReadBatch past its deadline returns an error matching
 	// os.ErrDeadlineExceeded.
@@ -509,6 +512,54 @@ func (l *Listener) PortID() uint32 { return l.sock.PortID() }
 
 // SetReadDeadline sets a deadline for Receive; the zero time means none.
 func (l *Listener) SetReadDeadline(t time.Time) error { return l.sock.SetReadDeadline(t) }
+
+// Sync appends every record already queued on the socket to dst and
+// returns without waiting for more: when it returns, any record not yet
+// returned was queued after the call began. It is the barrier that ties
+// the record stream to events seen elsewhere. A record is queued when
+// its task exits, before the task's PID can be reused; so after a process
+// was seen to start (its proc connector fork event, read before Sync was
+// called), records of its PID from later Receive or Sync calls belong to
+// it or to later processes, never to an earlier holder of the PID.
+//
+// Sync reads until a read finds the queue empty, so it ends even while
+// records keep coming. Like Receive, it keeps a message's records
+// together; it waits for no MinReadInterval; it returns ErrOverrun (with
+// the records) when the kernel dropped some. It does not allocate when
+// dst has room for the queue.
+func (l *Listener) Sync(dst []Record) ([]Record, error) {
+	l.rmu.Lock()
+	defer l.rmu.Unlock()
+	if l.closed.Load() {
+		return dst, &OpError{Op: "sync", Kind: ErrClosed}
+	}
+	dst = append(dst, l.pending...)
+	l.pending = nil
+	var result error
+	if l.pendingOverrun {
+		l.pendingOverrun = false
+		result = &OpError{Op: "sync", Kind: ErrOverrun, Err: syscall.ENOBUFS}
+	}
+	for {
+		got, err := l.sock.ReadQueued(l.slots)
+		dst = l.process(l.slots[:max(0, min(got, len(l.slots)))], dst)
+		if l.interval > 0 && got > 0 {
+			l.lastRead = time.Now()
+		}
+		switch {
+		case err == nil && got < len(l.slots):
+			// The queue was empty during this read: everything queued
+			// before the call has been read.
+			return dst, result
+		case err == nil:
+		case errors.Is(err, syscall.ENOBUFS):
+			l.overruns.Add(1)
+			result = &OpError{Op: "sync", Kind: ErrOverrun, Err: err}
+		default:
+			return dst, l.receiveError(err)
+		}
+	}
+}
 
 // Drops returns the number of messages the kernel dropped for the
 // socket because its receive buffer was full (SK_MEMINFO_DROPS of

@@ -37,13 +37,14 @@ type gSocket struct {
 	pid    uint32
 
 	// recvmmsg scratch, used by one ReadBatch at a time.
-	hdrs   [MaxBatch]unix.Mmsghdr
-	iovs   [MaxBatch]unix.Iovec
-	addrs  [MaxBatch]unix.RawSockaddrNetlink
-	want   int
-	got    int
-	errno  syscall.Errno
-	readFn func(fd uintptr) bool // s.doRead, bound once so reads do not allocate
+	hdrs      [MaxBatch]unix.Mmsghdr
+	iovs      [MaxBatch]unix.Iovec
+	addrs     [MaxBatch]unix.RawSockaddrNetlink
+	want      int
+	got       int
+	errno     syscall.Errno
+	readFn    func(fd uintptr) bool // s.doRead, bound once so reads do not allocate
+	controlFn func(fd uintptr)      // s.doReadNow, likewise
 }
 
 func dialSocket() (*gSocket, error) {
@@ -80,6 +81,7 @@ func dialSocket() (*gSocket, error) {
 		}
 	}
 	s.readFn = s.doRead
+	s.controlFn = s.doReadNow
 	return s, nil
 }
 
@@ -99,14 +101,25 @@ func (s *gSocket) Send(cmd uint8, attrs []byte) (uint32, error) {
 // waiting in the runtime's poller), then stamps the batch with
 // CLOCK_BOOTTIME.
 func (s *gSocket) ReadBatch(ds []Datagram) (int, error) {
-	n := min(len(ds), len(s.hdrs))
-	if n == 0 {
-		return 0, nil
+	n := s.prepare(ds)
+	if n <= 0 {
+		return 0, s.prepErr(n)
 	}
+	s.want, s.got, s.errno = n, 0, 0
+	if err := s.rc.Read(s.readFn); err != nil {
+		return 0, err
+	}
+	return s.finish(ds)
+}
+
+// prepare points the recvmmsg headers at the slots of ds. It returns the
+// number of slots, 0 for none, or -1 for an empty slot.
+func (s *gSocket) prepare(ds []Datagram) int {
+	n := min(len(ds), len(s.hdrs))
 	for i := range n {
 		b := ds[i].Buf
 		if len(b) == 0 {
-			return 0, errors.New("taskstats: empty receive slot")
+			return -1
 		}
 		s.iovs[i] = unix.Iovec{Base: &b[0]}
 		s.iovs[i].SetLen(len(b))
@@ -117,10 +130,19 @@ func (s *gSocket) ReadBatch(ds []Datagram) (int, error) {
 		h.Iov = &s.iovs[i]
 		h.SetIovlen(1)
 	}
-	s.want, s.got, s.errno = n, 0, 0
-	if err := s.rc.Read(s.readFn); err != nil {
-		return 0, err
+	return n
+}
+
+func (s *gSocket) prepErr(n int) error {
+	if n < 0 {
+		return errors.New("taskstats: empty receive slot")
 	}
+	return nil
+}
+
+// finish reports the result of a recvmmsg call into ds and stamps the
+// batch with CLOCK_BOOTTIME.
+func (s *gSocket) finish(ds []Datagram) (int, error) {
 	if s.errno != 0 {
 		return 0, os.NewSyscallError("recvmmsg", s.errno)
 	}
@@ -132,6 +154,23 @@ func (s *gSocket) ReadBatch(ds []Datagram) (int, error) {
 		ds[i].Time = now
 	}
 	return s.got, nil
+}
+
+// ReadQueued implements Socket: one recvmmsg(2) call with MSG_DONTWAIT,
+// outside the runtime's poller (no wait, no deadline).
+func (s *gSocket) ReadQueued(ds []Datagram) (int, error) {
+	n := s.prepare(ds)
+	if n <= 0 {
+		return 0, s.prepErr(n)
+	}
+	s.want, s.got, s.errno = n, 0, 0
+	if err := s.rc.Control(s.controlFn); err != nil {
+		return 0, err
+	}
+	if s.errno == unix.EAGAIN {
+		return 0, nil
+	}
+	return s.finish(ds)
 }
 
 // bootTime returns CLOCK_BOOTTIME.
@@ -159,6 +198,14 @@ func (s *gSocket) doRead(fd uintptr) bool {
 		}
 		s.errno = e
 		return true
+	}
+}
+
+// doReadNow is the RawConn.Control callback of ReadQueued: EAGAIN is left
+// in s.errno.
+func (s *gSocket) doReadNow(fd uintptr) {
+	if !s.doRead(fd) {
+		s.errno = unix.EAGAIN
 	}
 }
 

@@ -328,3 +328,30 @@ func TestListenerMinReadIntervalClose(t *testing.T) {
 		t.Fatalf("Receive: %v, want ErrClosed", err)
 	}
 }
+
+// TestListenerSync checks that Sync returns what is queued, without
+// waiting, and nothing when the queue is empty.
+func TestListenerSync(t *testing.T) {
+	k := taskstatstest.NewKernel()
+	k.SetBeforeAck(task(1, 1, 0))
+	l := listenFake(t, k, &taskstats.Config{CPUs: "0", MinReadInterval: time.Hour})
+	for i := range 70 { // more than one batch of MaxBatch
+		r := task(int32(100+i), int32(100+i), 0)
+		k.ExitTask(&r, nil)
+	}
+	recs, err := l.Sync(nil)
+	if err != nil || len(recs) != 71 || recs[0].PID != 1 || recs[70].PID != 169 {
+		t.Fatalf("Sync: %v, %d records", err, len(recs))
+	}
+	if recs, err := l.Sync(nil); err != nil || len(recs) != 0 {
+		t.Fatalf("Sync of an empty queue: %v, %d records", err, len(recs))
+	}
+	k.Overrun()
+	if _, err := l.Sync(nil); !errors.Is(err, taskstats.ErrOverrun) {
+		t.Fatalf("Sync after an overrun: %v", err)
+	}
+	_ = l.Close()
+	if _, err := l.Sync(nil); !errors.Is(err, taskstats.ErrClosed) {
+		t.Fatalf("Sync after Close: %v", err)
+	}
+}

@@ -346,20 +346,7 @@ func (k *Kernel) ReadBatch(ds []taskstats.Datagram) (int, error) {
 			return 0, os.NewSyscallError("recvmmsg", syscall.ENOBUFS)
 		}
 		if k.head < len(k.queue) {
-			n := 0
-			for n < len(ds) && k.head < len(k.queue) {
-				d := k.queue[k.head]
-				k.queue[k.head] = datagram{}
-				k.head++
-				ds[n].N = copy(ds[n].Buf, d.b)
-				ds[n].Port = d.port
-				ds[n].Truncated = len(d.b) > len(ds[n].Buf)
-				ds[n].Time = k.now
-				n++
-			}
-			if k.head == len(k.queue) {
-				k.queue, k.head = k.queue[:0], 0
-			}
+			n := k.takeLocked(ds)
 			k.mu.Unlock()
 			return n, nil
 		}
@@ -387,6 +374,39 @@ func (k *Kernel) ReadBatch(ds []taskstats.Datagram) (int, error) {
 			timer.Stop()
 		}
 	}
+}
+
+// ReadQueued implements taskstats.Socket: ReadBatch without waiting.
+func (k *Kernel) ReadQueued(ds []taskstats.Datagram) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return 0, net.ErrClosed
+	}
+	if k.overrun {
+		k.overrun = false
+		return 0, os.NewSyscallError("recvmmsg", syscall.ENOBUFS)
+	}
+	return k.takeLocked(ds), nil
+}
+
+// takeLocked moves up to len(ds) queued datagrams into ds.
+func (k *Kernel) takeLocked(ds []taskstats.Datagram) int {
+	n := 0
+	for n < len(ds) && k.head < len(k.queue) {
+		d := k.queue[k.head]
+		k.queue[k.head] = datagram{}
+		k.head++
+		ds[n].N = copy(ds[n].Buf, d.b)
+		ds[n].Port = d.port
+		ds[n].Truncated = len(d.b) > len(ds[n].Buf)
+		ds[n].Time = k.now
+		n++
+	}
+	if k.head == len(k.queue) {
+		k.queue, k.head = k.queue[:0], 0
+	}
+	return n
 }
 
 // SetReadDeadline implements taskstats.Socket.
