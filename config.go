@@ -105,6 +105,9 @@ func (c *Config) normalize() (Config, error) {
 			return n, &ConfigError{Field: f.name, Reason: fmt.Sprintf("%d is negative", f.v)}
 		}
 	}
+	if iv := n.ReconcileInterval; iv > 0 && iv < minInterval {
+		return n, &ConfigError{Field: "ReconcileInterval", Reason: fmt.Sprintf("%v is below the floor of %v (negative disables it)", iv, minInterval)}
+	}
 	switch n.Strategy {
 	case "":
 		n.Strategy = StrategyAuto

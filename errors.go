@@ -19,6 +19,10 @@ var (
 	// proc connector cannot be used here (no privilege, not in the initial
 	// namespaces, or not supported by this build or kernel).
 	ErrConnectorUnavailable = errors.New("watchman: proc connector unavailable")
+	// ErrUnreadable: the process exists but its /proc entry cannot be read
+	// (/proc mounted with hidepid, another user's process, or a transient
+	// error such as EMFILE); the PIDError says which.
+	ErrUnreadable = errors.New("watchman: process cannot be read")
 	// ErrClosed: the Watcher was closed.
 	ErrClosed = errors.New("watchman: watcher closed")
 )
@@ -48,8 +52,9 @@ func (e *ConfigError) Unwrap() []error {
 	return []error{ErrInvalidConfig, e.Err}
 }
 
-// PIDError reports a PID that cannot be attached to. It matches
-// ErrInvalidPID or ErrNoSuchProcess with errors.Is.
+// PIDError reports a PID that cannot be attached to or signalled. It
+// matches ErrInvalidPID, ErrNoSuchProcess, ErrUnreadable or ErrNotMember
+// with errors.Is.
 type PIDError struct {
 	PID    int
 	Reason string

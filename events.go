@@ -52,6 +52,11 @@ type Event struct {
 	// Synthetic says no kernel event reported this: a /proc scan found the
 	// change (polling mode, or a repair in connector mode).
 	Synthetic bool
+	// Upgrade marks an EventExit that carries the kernel's exit status for
+	// a process already reported by a Synthetic exit: a scan found it gone
+	// before its exit event, which the kernel may send a moment after the
+	// process is reaped, came in. Replace the earlier exit with it.
+	Upgrade bool
 	// Lost and Overrun describe an EventLost.
 	Lost    uint64
 	Overrun bool
@@ -171,15 +176,26 @@ func (s *Subscription) send(ev *Event) {
 	}
 }
 
-// notePending asks the Watcher's loop to retry the delivery of a marker
-// that became pending; the caller holds w.mu.
+// notePending arms the retry of a marker that became pending, so that it
+// arrives even if no later event does; the caller holds w.mu.
 func (s *Subscription) notePending() {
 	if s.pendingLost == 0 && !s.pendingOver {
 		return
 	}
-	select {
-	case s.w.wake <- struct{}{}:
-	default:
+	w := s.w
+	if w.lostT == nil {
+		w.lostT = time.AfterFunc(lostRetry, w.retryLost)
+	} else {
+		w.lostT.Reset(lostRetry)
+	}
+}
+
+// retryLost is the retry timer's function.
+func (w *Watcher) retryLost() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed && w.flushLost() {
+		w.lostT.Reset(lostRetry)
 	}
 }
 
@@ -215,13 +231,26 @@ func (w *Watcher) emit(ev Event) {
 	}
 }
 
-// closeSubs closes every subscription; the caller holds w.mu.
+// closeSubs closes every subscription; the caller holds w.mu. One that
+// missed events gets a last EventLost saying how many: if its channel is
+// full, the oldest event it holds makes room (and counts as lost).
 func (w *Watcher) closeSubs() {
+	now := time.Now()
 	for _, s := range w.subs {
-		if !s.closed {
-			s.closed = true
-			close(s.ch)
+		if s.closed {
+			continue
 		}
+		if s.pendingLost > 0 || s.pendingOver {
+			select {
+			case <-s.ch:
+				s.pendingLost++
+				s.lost++
+			default:
+			}
+			s.flush(now)
+		}
+		s.closed = true
+		close(s.ch)
 	}
 	w.subs = nil
 }

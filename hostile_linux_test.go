@@ -73,7 +73,7 @@ func TestIntegrationForgedMessagesChangeNothing(t *testing.T) {
 	w := mustAttach(t, root, &Config{Strategy: StrategyConnector, IncludeRoot: true})
 	mustPoll(t, w)
 	w.hub.mu.Lock()
-	port, before := w.hub.conn.PortID(), w.hub.conn.Stats()
+	port, before := w.run.conn.PortID(), w.run.conn.Stats()
 	w.hub.mu.Unlock()
 
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_CONNECTOR)
@@ -103,7 +103,7 @@ func TestIntegrationForgedMessagesChangeNothing(t *testing.T) {
 		t.Errorf("forged messages changed the tree: %+v", s)
 	}
 	w.hub.mu.Lock()
-	after := w.hub.conn.Stats()
+	after := w.run.conn.Stats()
 	w.hub.mu.Unlock()
 	if got := after.Spoofed - before.Spoofed; got != uint64(len(msgs)) {
 		t.Errorf("Spoofed grew by %d, want %d", got, len(msgs))
@@ -121,7 +121,7 @@ func TestForeignAndMalformedFromKernelPort(t *testing.T) {
 	w := fw.attach(Config{IncludeRoot: true})
 	first := mustPoll(t, w)
 	fw.hub.mu.Lock()
-	before := fw.hub.conn.Stats()
+	before := fw.hub.run.conn.Stats()
 	fw.hub.mu.Unlock()
 	msgs := badMessages(100)
 	delete(msgs, "exit and fork in one datagram") // well formed: from the kernel's port it is the truth
@@ -139,7 +139,7 @@ func TestForeignAndMalformedFromKernelPort(t *testing.T) {
 		t.Errorf("bad messages changed the tree: %+v", s)
 	}
 	fw.hub.mu.Lock()
-	after := fw.hub.conn.Stats()
+	after := fw.hub.run.conn.Stats()
 	fw.hub.mu.Unlock()
 	gotF, gotM := after.Foreign-before.Foreign, after.Malformed-before.Malformed
 	if gotF != uint64(foreign) || gotM != uint64(len(msgs)-foreign) || after.Received-before.Received != 1 {

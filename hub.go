@@ -3,6 +3,8 @@ package watchman
 import (
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,7 +12,6 @@ import (
 	"github.com/process-watchman/watchman/connector"
 	"github.com/process-watchman/watchman/reconcile"
 	"github.com/process-watchman/watchman/tracker"
-	"golang.org/x/sys/unix"
 )
 
 // HubConfig configures a Hub. A nil *HubConfig, and each zero field, mean
@@ -18,7 +19,7 @@ import (
 type HubConfig struct {
 	// ReadBuffer is the socket's receive buffer in bytes; zero means
 	// connector.DefaultReadBuffer (4 MiB). A larger buffer rides out longer
-	// stalls of this process without an overrun.
+	// stalls of this process without dropping events.
 	ReadBuffer int
 	// ProcRoot is the proc filesystem read at events; zero ("") means
 	// /proc. Watchers on the hub must use the same.
@@ -28,43 +29,32 @@ type HubConfig struct {
 	Dial func(*connector.Config) (*connector.Conn, error)
 }
 
-// Hub owns one proc connector socket and feeds the kernel's events to every
-// Watcher attached through it (Config.Hub), so that N watchers cost one
-// socket and one decode per event, not N. It opens the socket when the first
-// Watcher attaches and closes it, and its goroutine, when the last one
-// closes; it can then be used again.
+// Hub owns one proc connector socket and one goroutine, its writer, which
+// receives the kernel's events and applies them, and the repairs that
+// /proc scans find, to the tree of every Watcher attached through it
+// (Config.Hub). N watchers cost one socket and one decode per event, not N.
+// The socket opens when the first Watcher attaches and closes, with the
+// hub's goroutines, when the last one closes; the Hub can then be used
+// again.
 //
 // A Watcher attached without a Hub gets a private one. Share a Hub when a
-// process watches many trees.
+// process watches many trees. The zero Hub is ready to use, with the
+// defaults of HubConfig.
 type Hub struct {
 	cfg HubConfig
 
-	mu       sync.Mutex // guards what follows
-	refs     int
-	conn     *connector.Conn
-	done     chan struct{} // closed when the reader exits
-	watchers []*Watcher
-	fs       *reconcile.FS
-
-	idxMu sync.Mutex
-	idx   map[int][]*Watcher // member PID → watchers it is a member of
-
-	// scanMu guards the host scan shared by the watchers.
-	scanMu   sync.Mutex
-	scanner  *reconcile.Scanner
-	lastScan *hostScan
+	mu   sync.Mutex // guards refs and run
+	refs int
+	run  *hubRun
 
 	forks, execs, exits, others atomic.Uint64
 	overruns, lost              atomic.Uint64
-	// busy is set while the reader holds received events it has not
-	// applied yet.
-	busy atomic.Bool
 }
 
 // HubStats counts what a Hub received since it was made.
 type HubStats struct {
-	// Forks, Execs and Exits count the kernel's events of each type, for
-	// the whole host (threads included); Other counts the rest.
+	// Forks, Execs and Exits count the kernel's events of each type that
+	// reached the hub (threads included); Other counts the rest.
 	Forks, Execs, Exits, Other uint64
 	// Overruns counts the times the kernel dropped events because the
 	// socket's buffer was full; Lost counts the messages it dropped, where
@@ -82,40 +72,63 @@ func (h *Hub) Stats() HubStats {
 
 // NewHub returns a Hub; it opens nothing until a Watcher attaches.
 func NewHub(cfg *HubConfig) *Hub {
-	h := &Hub{idx: make(map[int][]*Watcher)}
+	h := &Hub{}
 	if cfg != nil {
 		h.cfg = *cfg
 	}
 	return h
 }
 
-// acquire opens the socket if it is the first user.
-func (h *Hub) acquire() error {
+// hubRun is an open hub: its socket and goroutines, from the first
+// acquire to the last release.
+type hubRun struct {
+	h       *Hub
+	conn    *connector.Conn
+	fs      *reconcile.FS
+	canMark bool          // the socket takes markers (connector.Conn.Mark)
+	done    chan struct{} // closed when the writer has exited
+
+	// qmu guards the work queued for the writer.
+	qmu   sync.Mutex
+	queue []func(*writer)
+
+	// wmu guards watchers, the attached watchers (read by the repairer).
+	wmu      sync.Mutex
+	watchers []*Watcher
+
+	rep *repairer
+}
+
+// acquire opens the hub if it is the first user and returns it.
+func (h *Hub) acquire() (*hubRun, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.refs > 0 {
 		h.refs++
-		return nil
+		return h.run, nil
 	}
 	fs, err := reconcile.NewFS(h.cfg.ProcRoot)
 	if err != nil {
-		return &ConfigError{Field: "HubConfig.ProcRoot", Reason: "not a proc filesystem", Err: err}
+		return nil, &ConfigError{Field: "HubConfig.ProcRoot", Reason: "not a proc filesystem", Err: err}
 	}
 	dial := h.cfg.Dial
 	if dial == nil {
 		dial = connector.Dial
 	}
-	conn, err := dial(&connector.Config{ReadBuffer: h.cfg.ReadBuffer})
+	conn, err := dial(&connector.Config{ReadBuffer: h.cfg.ReadBuffer, NoENOBUFS: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	h.fs, h.conn, h.done, h.refs = fs, conn, make(chan struct{}), 1
-	r := &reader{h: h, conn: conn, scanner: fs.NewScanner()}
-	go r.run(h.done)
-	return nil
+	r := &hubRun{h: h, conn: conn, fs: fs, canMark: conn.CanMark(), done: make(chan struct{})}
+	r.rep = newRepairer(r)
+	wr := newWriter(r)
+	go wr.run()
+	go r.rep.run()
+	h.run, h.refs = r, 1
+	return r, nil
 }
 
-// release closes the socket with the last user.
+// release closes the socket and stops the goroutines with the last user.
 func (h *Hub) release() {
 	h.mu.Lock()
 	h.refs--
@@ -123,351 +136,461 @@ func (h *Hub) release() {
 		h.mu.Unlock()
 		return
 	}
-	conn, done := h.conn, h.done
-	h.conn, h.done = nil, nil
+	r := h.run
+	h.run = nil
 	h.mu.Unlock()
-	h.scanMu.Lock()
-	h.lastScan = nil
-	h.scanMu.Unlock()
-	conn.Close()
-	<-done
+	r.rep.close()
+	_ = r.conn.Close()
+	<-r.done
 }
 
-// attach registers w for overrun notices and its root in the index.
-func (h *Hub) attach(w *Watcher) {
-	h.mu.Lock()
-	h.watchers = append(h.watchers, w)
-	h.mu.Unlock()
-	h.join(w.root.PID, w)
+// do queues fn for the writer and wakes it.
+func (r *hubRun) do(fn func(*writer)) {
+	r.qmu.Lock()
+	r.queue = append(r.queue, fn)
+	r.qmu.Unlock()
+	r.wake()
 }
 
-// detach removes w and all its index entries.
-func (h *Hub) detach(w *Watcher, pids []int) {
-	h.mu.Lock()
-	for i, o := range h.watchers {
-		if o == w {
-			h.watchers = append(h.watchers[:i], h.watchers[i+1:]...)
-			break
+// doWait runs fn on the writer and waits until it has run. It returns
+// false if the hub closed first.
+func (r *hubRun) doWait(fn func(*writer)) bool {
+	ran := make(chan struct{})
+	r.do(func(wr *writer) { fn(wr); close(ran) })
+	select {
+	case <-ran:
+		return true
+	case <-r.done:
+		return false
+	}
+}
+
+// wake makes the writer's blocked receive return: through a marker where
+// the socket takes them, else through a read deadline in the past.
+func (r *hubRun) wake() {
+	if r.canMark && r.conn.Mark(0) == nil {
+		return
+	}
+	_ = r.conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// attach adds w to the hub: the writer applies events to it from the
+// moment attach returns.
+func (r *hubRun) attach(w *Watcher) {
+	r.wmu.Lock()
+	r.watchers = append(r.watchers, w)
+	r.wmu.Unlock()
+	r.doWait(func(wr *writer) { wr.join(w.root.PID, w) })
+}
+
+// detach removes w: once it returns, the writer no longer touches w.
+func (r *hubRun) detach(w *Watcher) {
+	r.wmu.Lock()
+	if i := slices.Index(r.watchers, w); i >= 0 {
+		r.watchers = slices.Delete(r.watchers, i, i+1)
+	}
+	r.wmu.Unlock()
+	r.doWait(func(wr *writer) { wr.forget(w) })
+}
+
+// attached returns the attached watchers.
+func (r *hubRun) attached() []*Watcher {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	return slices.Clone(r.watchers)
+}
+
+// writer is the hub's one goroutine that changes trees. It receives the
+// kernel's events, reads /proc where an event concerns a member (holding
+// no lock), and applies them to each Watcher's tracker under that
+// Watcher's lock, publishing the changes there. Work from other goroutines
+// (attach, detach, the repairs that /proc scans find) comes through
+// hubRun.do and runs between two batches; a repair that must follow every
+// event queued when its scan looked waits for a barrier (see barrier).
+type writer struct {
+	r       *hubRun
+	h       *Hub
+	scanner *reconcile.Scanner
+	clock   clockBase
+
+	// idx maps member PIDs to the watchers they are members of; prov maps
+	// PIDs removed without the kernel's exit status to the watchers that
+	// await it. Both follow the trackers' changes (index), nothing else.
+	idx  map[int][]*Watcher
+	prov map[int][]*Watcher
+
+	marks    map[uint32]func() // barriers by marker token
+	nextMark uint32
+	drained  []func() // barriers that wait for an empty queue (no markers)
+
+	checks []exitCheck       // this batch's processes to observe
+	chs    []tracker.Change  // scratch
+	ws     []*Watcher        // scratch
+	work   []func(*writer)   // scratch
+	evs    []connector.Event // receive buffer
+	failed int               // consecutive receive failures
+	pruned time.Time         // last prune of prov
+}
+
+// exitCheck is a process whose exit the tracker of w cannot decide
+// without an observation (tracker.ExitTask).
+type exitCheck struct {
+	w   *Watcher
+	pid int
+}
+
+func newWriter(r *hubRun) *writer {
+	return &writer{
+		r:       r,
+		h:       r.h,
+		scanner: r.fs.NewScanner(),
+		idx:     make(map[int][]*Watcher),
+		prov:    make(map[int][]*Watcher),
+		marks:   make(map[uint32]func()),
+		evs:     make([]connector.Event, 0, connector.MaxBatch),
+	}
+}
+
+func (wr *writer) run() {
+	defer close(wr.r.done)
+	for {
+		wr.runQueued()
+		wr.runDrained()
+		evs, err := wr.r.conn.Receive(wr.evs[:0])
+		if len(evs) > 0 {
+			wr.dispatch(evs)
 		}
-	}
-	h.mu.Unlock()
-	for _, pid := range pids {
-		h.leave(pid, w)
-	}
-}
-
-// join records that pid is a member of w.
-func (h *Hub) join(pid int, w *Watcher) {
-	h.idxMu.Lock()
-	defer h.idxMu.Unlock()
-	ws := h.idx[pid]
-	for _, o := range ws {
-		if o == w {
+		wr.checkExits()
+		var drop *connector.DropError
+		switch {
+		case err == nil:
+			wr.failed = 0
+		case errors.As(err, &drop):
+			wr.overrun(drop.Dropped)
+		case errors.Is(err, connector.ErrOverrun):
+			wr.overrun(0)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A wake without markers; queued work runs next.
+			_ = wr.r.conn.SetReadDeadline(time.Time{})
+		case errors.Is(err, connector.ErrClosed):
+			wr.runQueued()
 			return
-		}
-	}
-	h.idx[pid] = append(ws, w)
-}
-
-// leave records that pid is no longer a member of w.
-func (h *Hub) leave(pid int, w *Watcher) {
-	h.idxMu.Lock()
-	defer h.idxMu.Unlock()
-	ws := h.idx[pid]
-	for i, o := range ws {
-		if o == w {
-			if len(ws) == 1 {
-				delete(h.idx, pid)
-			} else {
-				h.idx[pid] = append(ws[:i:i], ws[i+1:]...)
+		default:
+			// Not expected from a netlink socket: tell the watchers, have
+			// the trees checked, and back off so a broken socket cannot
+			// spin.
+			wr.failed++
+			for _, w := range wr.r.attached() {
+				w.noteFailure(fmt.Errorf("watchman: receiving proc events: %w", err))
 			}
-			return
+			wr.r.rep.kick()
+			time.Sleep(min(time.Duration(wr.failed)*10*time.Millisecond, time.Second))
 		}
 	}
 }
 
-// lookup appends the watchers pid is a member of to dst.
-func (h *Hub) lookup(pid int, dst []*Watcher) []*Watcher {
-	h.idxMu.Lock()
-	dst = append(dst, h.idx[pid]...)
-	h.idxMu.Unlock()
+// runQueued runs the work other goroutines queued.
+func (wr *writer) runQueued() {
+	for {
+		wr.r.qmu.Lock()
+		wr.work, wr.r.queue = wr.r.queue, wr.work[:0]
+		wr.r.qmu.Unlock()
+		if len(wr.work) == 0 {
+			return
+		}
+		for _, fn := range wr.work {
+			fn(wr)
+		}
+		clear(wr.work)
+	}
+}
+
+// barrier runs fn once every event the kernel queued for the socket before
+// the call has been applied. With markers (connector.Conn.Mark) that is
+// exact: the marker queued now comes back after them. Without, fn waits
+// until the writer finds the socket's queue empty after a batch, which is
+// exact too, but may wait long under a storm that never lets it drain.
+func (wr *writer) barrier(fn func()) {
+	if wr.r.canMark {
+		wr.nextMark++
+		if wr.nextMark == 0 {
+			wr.nextMark = 1 // 0 is a bare wake
+		}
+		if err := wr.r.conn.Mark(wr.nextMark); err == nil {
+			wr.marks[wr.nextMark] = fn
+			return
+		}
+	}
+	wr.drained = append(wr.drained, fn)
+}
+
+// runDrained runs the barriers waiting for an empty queue if it is empty.
+func (wr *writer) runDrained() {
+	if len(wr.drained) == 0 {
+		return
+	}
+	if mi, err := wr.r.conn.MemInfo(); err == nil && mi.RmemAlloc > 0 {
+		return
+	}
+	fns := wr.drained
+	wr.drained = nil
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+// apply runs fn on w's tracker under w's lock, publishes the changes, and
+// updates the index from them. It is the one place trees change in
+// connector mode.
+func (wr *writer) apply(w *Watcher, fn func(*tracker.Tracker)) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	fn(w.tr)
+	wr.chs = w.tr.DrainChanges(wr.chs[:0])
+	w.publishLocked(wr.chs)
+	w.mu.Unlock()
+	wr.index(w, wr.chs)
+	clear(wr.chs)
+}
+
+// index keeps idx and prov in step with w's changes.
+func (wr *writer) index(w *Watcher, chs []tracker.Change) {
+	for i := range chs {
+		c := &chs[i]
+		pid := c.Proc.ID.PID
+		switch c.Kind {
+		case tracker.Added:
+			wr.join(pid, w)
+		case tracker.Removed:
+			leave(wr.idx, pid, w)
+			if c.Provisional {
+				add(wr.prov, pid, w)
+			}
+		case tracker.Upgraded:
+			leave(wr.prov, pid, w)
+		}
+	}
+}
+
+func (wr *writer) join(pid int, w *Watcher) { add(wr.idx, pid, w) }
+
+// forget removes every trace of w.
+func (wr *writer) forget(w *Watcher) {
+	for _, m := range []map[int][]*Watcher{wr.idx, wr.prov} {
+		for pid, ws := range m {
+			if slices.Contains(ws, w) {
+				leave(m, pid, w)
+			}
+		}
+	}
+	for i := range wr.checks {
+		if wr.checks[i].w == w {
+			wr.checks[i].w = nil
+		}
+	}
+}
+
+func add(m map[int][]*Watcher, pid int, w *Watcher) {
+	ws := m[pid]
+	if !slices.Contains(ws, w) {
+		m[pid] = append(ws, w)
+	}
+}
+
+func leave(m map[int][]*Watcher, pid int, w *Watcher) {
+	ws := m[pid]
+	i := slices.Index(ws, w)
+	switch {
+	case i < 0:
+	case len(ws) == 1:
+		delete(m, pid)
+	default:
+		m[pid] = slices.Delete(slices.Clone(ws), i, i+1)
+	}
+}
+
+// lookup appends the watchers of pid in m to dst, without duplicates.
+func lookup(m map[int][]*Watcher, pid int, dst []*Watcher) []*Watcher {
+	for _, w := range m[pid] {
+		if !slices.Contains(dst, w) {
+			dst = append(dst, w)
+		}
+	}
 	return dst
 }
 
-// scanHost returns a scan of the whole host that started no earlier than
-// since: the last one if it qualifies, else a new one. The watchers of the
-// hub share it read-only, so N watchers cost one scan per period, not N.
-func (h *Hub) scanHost(since time.Time) (*hostScan, error) {
-	h.scanMu.Lock()
-	defer h.scanMu.Unlock()
-	if h.lastScan != nil && !h.lastScan.start.Before(since) {
-		return h.lastScan, nil
-	}
-	h.mu.Lock()
-	fs := h.fs
-	h.mu.Unlock()
-	if h.scanner == nil {
-		h.scanner = fs.NewScanner()
-	}
-	hs := &hostScan{start: time.Now()}
-	if err := h.scanner.Scan(&hs.scan); err != nil {
-		return nil, fmt.Errorf("watchman: scanning %s: %w", fs.Root(), err)
-	}
-	hs.entries = scanEntries(&hs.scan, make([]tracker.Entry, 0, len(hs.scan.Entries)))
-	h.lastScan = hs
-	return hs, nil
-}
-
-// settled reports whether the reader has applied every event the kernel
-// had queued: the socket's queue is empty and no received batch is being
-// applied. A socket that cannot tell counts as settled.
-func (h *Hub) settled() bool {
-	h.mu.Lock()
-	conn := h.conn
-	h.mu.Unlock()
-	if conn == nil {
-		return true
-	}
-	mi, err := conn.MemInfo()
-	if err == nil && mi.RmemAlloc > 0 {
-		return false
-	}
-	return !h.busy.Load()
-}
-
-// snapshotWatchers returns the attached watchers.
-func (h *Hub) snapshotWatchers() []*Watcher {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]*Watcher(nil), h.watchers...)
-}
-
-// clocks converts kernel timestamps, sampled once per batch of events.
-type clocks struct {
-	mono, boot int64 // ns
-	wall       time.Time
-}
-
-// clockBase reads CLOCK_MONOTONIC through Go's own monotonic clock (the
-// same clock, read through the vDSO) after one system call to calibrate,
-// and re-reads CLOCK_BOOTTIME, which moves apart from it only across a
-// suspend, once a second.
-type clockBase struct {
-	wall0    time.Time
-	mono0    int64
-	bootOff  int64 // CLOCK_BOOTTIME - CLOCK_MONOTONIC
-	nextBoot time.Time
-}
-
-func (b *clockBase) sample() clocks {
-	now := time.Now()
-	if b.wall0.IsZero() || !now.Before(b.nextBoot) {
-		var m, bt unix.Timespec
-		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &m)
-		_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &bt)
-		if b.wall0.IsZero() {
-			b.wall0, b.mono0 = now, m.Nano()
-		}
-		b.bootOff = bt.Nano() - m.Nano()
-		b.nextBoot = now.Add(time.Second)
-	}
-	mono := b.mono0 + int64(now.Sub(b.wall0))
-	return clocks{mono: mono, boot: mono + b.bootOff, wall: now}
-}
-
-// wallOf converts a kernel CLOCK_MONOTONIC timestamp to wall time.
-func (c *clocks) wallOf(ts uint64) time.Time {
-	return c.wall.Add(-time.Duration(c.mono - int64(ts)))
-}
-
-// ticksOf converts a kernel timestamp to clock ticks since boot, the unit
-// of /proc/PID/stat's start time.
-func (c *clocks) ticksOf(ts uint64) uint64 {
-	bootNS := int64(ts) + (c.boot - c.mono)
-	if bootNS < 0 {
-		return 0
-	}
-	return uint64(bootNS) / uint64(time.Second/reconcile.UserHZ)
-}
-
-// reader is the hub's one goroutine: it receives, reads /proc where an
-// event concerns a member, and applies the events to the watchers. It never
-// blocks on a consumer.
-type reader struct {
-	h       *Hub
-	conn    *connector.Conn
-	scanner *reconcile.Scanner
-	ws      []*Watcher // scratch
-	drops   uint32     // the socket's drop counter at the last overrun
-	clock   clockBase
-}
-
-// procInfo is what the reader read of one process for one event.
-type procInfo struct {
-	entry reconcile.Entry
-	comm  string
-	ok    bool // the process exists
-}
-
-func (r *reader) run(done chan struct{}) {
-	defer close(done)
-	buf := make([]connector.Event, 0, connector.MaxBatch)
-	draining := false
-	failures := 0
-	for {
-		evs, err := r.conn.Receive(buf[:0])
-		if len(evs) > 0 {
-			r.h.busy.Store(true)
-			r.dispatch(evs)
-			r.h.busy.Store(false)
-		}
-		switch {
-		case err == nil:
-			failures = 0
-		case errors.Is(err, connector.ErrOverrun):
-			draining = true
-		case errors.Is(err, connector.ErrClosed):
-			return
-		default:
-			// Not expected from a netlink socket; tell the watchers,
-			// repair, and back off so a broken socket cannot spin.
-			failures++
-			for _, w := range r.h.snapshotWatchers() {
-				w.noteFailure(fmt.Errorf("watchman: receiving proc events: %w", err))
-			}
-			time.Sleep(min(time.Duration(failures)*10*time.Millisecond, time.Second))
-		}
-		if draining && r.drained() {
-			draining = false
-			lost := r.dropsSince()
-			r.h.overruns.Add(1)
-			r.h.lost.Add(lost)
-			for _, w := range r.h.snapshotWatchers() {
-				w.noteOverrun(lost)
-			}
-		}
-	}
-}
-
-// drained reports whether the socket's queue is empty, which is when the
-// kernel starts delivering again after an overrun. A socket that cannot
-// tell counts as drained.
-func (r *reader) drained() bool {
-	mi, err := r.conn.MemInfo()
-	return err != nil || mi.RmemAlloc == 0
-}
-
-// dropsSince returns how many messages the kernel dropped since the last
-// call, or 0 if the socket cannot tell.
-func (r *reader) dropsSince() uint64 {
-	mi, err := r.conn.MemInfo()
-	if err != nil {
-		return 0
-	}
-	n := mi.Drops - r.drops
-	r.drops = mi.Drops
-	return uint64(n)
-}
-
-// read looks pid up in /proc; withComm also copies its command name.
-func (r *reader) read(pid int, withComm bool) procInfo {
-	e, comm, ok, err := r.scanner.Lookup(pid)
-	if err != nil || !ok {
-		return procInfo{}
-	}
-	info := procInfo{entry: e, ok: true}
-	if withComm {
-		info.comm = string(comm)
-	}
-	return info
-}
-
-func (r *reader) dispatch(evs []connector.Event) {
-	clk := r.clock.sample()
-	var forks, execs, exits uint64
-	defer func() {
-		r.h.forks.Add(forks)
-		r.h.execs.Add(execs)
-		r.h.exits.Add(exits)
-		r.h.others.Add(uint64(len(evs)) - forks - execs - exits)
-	}()
+// dispatch applies a batch of kernel events.
+func (wr *writer) dispatch(evs []connector.Event) {
+	clk := wr.clock.sample()
+	var forks, execs, exits, marks uint64
 	for i := range evs {
 		ev := &evs[i]
 		switch ev.What {
+		case connector.WhatMark:
+			marks++
+			if fn, ok := wr.marks[ev.Ack]; ok {
+				delete(wr.marks, ev.Ack)
+				fn()
+			}
 		case connector.WhatFork:
 			forks++
-			if ev.PID != ev.TGID {
-				// A new thread, not a process: its process must be
-				// checked in /proc when its first thread exits.
-				r.ws = r.h.lookup(int(ev.TGID), r.ws[:0])
-				for _, w := range r.ws {
-					w.onThread(int(ev.TGID))
-				}
-				continue
-			}
-			r.ws = r.h.lookup(int(ev.ParentTGID), r.ws[:0])
-			if len(r.ws) == 0 {
-				continue
-			}
-			// The child exists in /proc from the fork on, until it is
-			// reaped; by now it may be gone, or its PID even reused, which
-			// its start time tells.
-			derived := clk.ticksOf(ev.Timestamp)
-			child := r.read(int(ev.PID), false)
-			approx := !child.ok || !closeTicks(child.entry.StartTicks, derived)
-			ticks := child.entry.StartTicks
-			if approx {
-				ticks = derived
-			}
-			for _, w := range r.ws {
-				w.onFork(ev, ticks, approx, &clk)
-			}
+			wr.onFork(ev, &clk)
 		case connector.WhatExec:
 			execs++
-			r.ws = r.h.lookup(int(ev.TGID), r.ws[:0])
-			if len(r.ws) == 0 {
-				continue
-			}
-			info := r.read(int(ev.TGID), true)
-			for _, w := range r.ws {
-				w.onExec(ev, &info, &clk)
-			}
+			wr.onExec(ev, &clk)
 		case connector.WhatExit:
 			exits++
-			r.ws = r.h.lookup(int(ev.TGID), r.ws[:0])
-			if len(r.ws) == 0 {
+			wr.onExit(ev, &clk)
+		}
+	}
+	wr.h.forks.Add(forks)
+	wr.h.execs.Add(execs)
+	wr.h.exits.Add(exits)
+	wr.h.others.Add(uint64(len(evs)) - forks - execs - exits - marks)
+}
+
+func (wr *writer) onFork(ev *connector.Event, clk *clocks) {
+	if ev.PID != ev.TGID {
+		// A new thread, not a process.
+		wr.ws = lookup(wr.idx, int(ev.TGID), wr.ws[:0])
+		for _, w := range wr.ws {
+			wr.apply(w, func(tr *tracker.Tracker) { tr.Thread(int(ev.TGID)) })
+		}
+		return
+	}
+	parent, pid := int(ev.ParentTGID), int(ev.PID)
+	// The child's PID among members means its old holder exited unseen.
+	wr.ws = lookup(wr.idx, pid, lookup(wr.idx, parent, wr.ws[:0]))
+	if len(wr.ws) == 0 {
+		return
+	}
+	// The child is in /proc from the fork until it is reaped; its start
+	// time there is exact. If it is already gone (or its PID reused, which
+	// the start time tells), the start time is derived from the event's
+	// timestamp, and may be a tick off.
+	derived := clk.ticksOf(ev.Timestamp)
+	child := observe(wr.scanner, nil, pid, false, 0)
+	approx := !(child.Seen == tracker.SeenAlive && tracker.SameStart(derived, child.StartTicks, true))
+	ticks := child.StartTicks
+	if approx {
+		ticks = derived
+	}
+	// A parent whose exit may have been missed (an overrun since it was
+	// last confirmed) is checked against its start time.
+	var pobs *tracker.Observation
+	for _, w := range wr.ws {
+		w.mu.Lock()
+		need := !w.closed && w.tr.NeedsParentCheck(parent)
+		w.mu.Unlock()
+		if need {
+			o := observe(wr.scanner, nil, parent, false, 0)
+			pobs = &o
+			break
+		}
+	}
+	at := clk.wallOf(ev.Timestamp)
+	id := tracker.Identity{PID: pid, StartTicks: ticks}
+	for _, w := range wr.ws {
+		wr.apply(w, func(tr *tracker.Tracker) { tr.Fork(parent, id, approx, at, time.Duration(ev.Timestamp), pobs) })
+	}
+}
+
+func (wr *writer) onExec(ev *connector.Event, clk *clocks) {
+	pid := int(ev.TGID)
+	wr.ws = lookup(wr.idx, pid, wr.ws[:0])
+	if len(wr.ws) == 0 {
+		return
+	}
+	// The new image's name and command line, read once for the watchers
+	// that want the same (almost always all of them).
+	at := clk.wallOf(ev.Timestamp)
+	var o tracker.Observation
+	read := -1
+	for _, w := range wr.ws {
+		if m := w.cmdlineMax(); m != read {
+			o, read = observe(wr.scanner, wr.r.fs, pid, true, m), m
+		}
+		wr.apply(w, func(tr *tracker.Tracker) { tr.Exec(pid, &o, at, time.Duration(ev.Timestamp)) })
+	}
+}
+
+func (wr *writer) onExit(ev *connector.Event, clk *clocks) {
+	tid, tgid := int(ev.PID), int(ev.TGID)
+	wr.ws = lookup(wr.idx, tgid, wr.ws[:0])
+	if tid == tgid {
+		wr.ws = lookup(wr.prov, tgid, wr.ws)
+	}
+	if len(wr.ws) == 0 {
+		return
+	}
+	at := clk.wallOf(ev.Timestamp)
+	for _, w := range wr.ws {
+		wr.apply(w, func(tr *tracker.Tracker) {
+			if tr.ExitTask(tid, tgid, int(ev.ParentTGID), ev.ExitStatus, at, time.Duration(ev.Timestamp)) {
+				wr.checks = append(wr.checks, exitCheck{w: w, pid: tgid})
+			}
+		})
+	}
+}
+
+// checkExits decides the exits this batch left open: each process is
+// observed once, now, and the observation is applied after every event
+// queued until now, which may still end the question (an exec, the last
+// thread's exit).
+func (wr *writer) checkExits() {
+	if len(wr.checks) == 0 {
+		return
+	}
+	checks := slices.Clone(wr.checks)
+	wr.checks = wr.checks[:0]
+	obs := make(map[int]tracker.Observation, len(checks))
+	for _, c := range checks {
+		if _, ok := obs[c.pid]; !ok {
+			obs[c.pid] = observe(wr.scanner, nil, c.pid, false, 0)
+		}
+	}
+	wr.barrier(func() {
+		for _, c := range checks {
+			if c.w == nil {
 				continue
 			}
-			// /proc is read at most once per event, and only if a
-			// watcher needs it (see Watcher.onExit).
-			proc := lazyProc{r: r, pid: int(ev.TGID)}
-			for _, w := range r.ws {
-				w.onExit(ev, &proc, &clk)
+			o := []tracker.Observation{obs[c.pid]}
+			wr.apply(c.w, func(tr *tracker.Tracker) { tr.ConfirmExits(o, time.Now()) })
+		}
+	})
+	if now := time.Now(); now.Sub(wr.pruned) > time.Second {
+		wr.pruned = now
+		wr.pruneProv()
+	}
+}
+
+// pruneProv forgets the provisional PIDs the trackers no longer wait for.
+func (wr *writer) pruneProv() {
+	for pid, ws := range wr.prov {
+		for _, w := range ws {
+			w.mu.Lock()
+			waiting := w.tr.Provisional(pid)
+			w.mu.Unlock()
+			if !waiting {
+				leave(wr.prov, pid, w)
 			}
 		}
 	}
 }
 
-// lazyProc reads one process from /proc on first use, for the watchers
-// that one event concerns.
-type lazyProc struct {
-	r    *reader
-	pid  int
-	done bool
-	info procInfo
-}
-
-// get returns what /proc shows of the process, reading it once.
-func (l *lazyProc) get() *procInfo {
-	if !l.done {
-		l.info, l.done = l.r.read(l.pid, false), true
+// overrun tells every watcher that the kernel dropped events (dropped of
+// them, or 0 if unknown) and has the trees repaired at once. The socket
+// keeps delivering (NETLINK_NO_ENOBUFS), so the repair does not wait for
+// it to drain.
+func (wr *writer) overrun(dropped uint64) {
+	wr.h.overruns.Add(1)
+	wr.h.lost.Add(dropped)
+	for _, w := range wr.r.attached() {
+		wr.apply(w, func(tr *tracker.Tracker) { tr.Overrun() })
+		w.noteOverrun(dropped)
 	}
-	return &l.info
-}
-
-// closeTicks reports whether two start times are the same within the
-// tolerance of deriving one from an event timestamp.
-func closeTicks(a, b uint64) bool {
-	d := int64(a) - int64(b)
-	return d >= -tracker.ApproxTolerance && d <= tracker.ApproxTolerance
+	wr.r.rep.kick()
 }

@@ -266,8 +266,8 @@ func TestIntegrationConfirmWaitsForQueuedEvents(t *testing.T) {
 	if s := mustPoll(t, w); !slices.Equal(s.PIDs(), kid) {
 		t.Fatalf("members %v, want %v", s.PIDs(), kid)
 	}
-	first.mu.Lock() // the reader stops at the child's exit event
-	time.Sleep(300*time.Millisecond + 5*confirmDelay)
+	first.mu.Lock()         // the reader stops at the child's exit event
+	time.Sleep(time.Second) // the child exits meanwhile; reconciles run
 	first.mu.Unlock()
 	waitFor(t, "the exit", func() bool { return len(w.LivePIDs()) == 0 })
 	s := mustPoll(t, w)

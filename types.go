@@ -158,6 +158,10 @@ type Snapshot struct {
 	// because more than MaxPendingChanges changes piled up without a Poll.
 	// The live set still follows from the Delta.
 	Compacted int
+	// Unreadable counts the members whose /proc entry the last check
+	// could not read (a transient EMFILE, hidepid...): they are kept, not
+	// taken for gone (WatcherStats.Unreadable).
+	Unreadable int
 }
 
 // PIDs returns the PIDs of Processes, in order.

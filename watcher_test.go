@@ -312,7 +312,7 @@ func TestBackgroundReconcileKeepsOrphans(t *testing.T) {
 	// With a background interval, a grandchild seen by a background scan
 	// stays a member after its parent exits, even if no Poll ran between.
 	host := fakeHost(t)
-	w := mustAttach(t, 100, &Config{Strategy: StrategyPoll, ProcRoot: host.Root(), ReconcileInterval: 5 * time.Millisecond})
+	w := mustAttach(t, 100, &Config{Strategy: StrategyPoll, ProcRoot: host.Root(), ReconcileInterval: 10 * time.Millisecond})
 	host.Set(fakeproc.Proc{PID: 120, PPID: 101, Comm: "gc", StartTicks: 1500})
 	deadline := time.Now().Add(10 * time.Second)
 	for !slices.Contains(w.LivePIDs(), 120) {

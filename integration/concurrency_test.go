@@ -40,7 +40,7 @@ func TestIntegrationConcurrentAPI(t *testing.T) {
 	victims := []*watchman.Watcher{
 		attach(watchman.Config{Hub: hub, KeepTombstones: true, CaptureCmdline: true}),
 		attach(watchman.Config{Hub: hub}),
-		attach(watchman.Config{KeepTombstones: true, ReconcileInterval: 5 * time.Millisecond}),
+		attach(watchman.Config{KeepTombstones: true, ReconcileInterval: 10 * time.Millisecond}),
 	}
 	all := append([]*watchman.Watcher{ref}, victims...)
 

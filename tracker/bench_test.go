@@ -48,8 +48,8 @@ func BenchmarkForkExit(b *testing.B) {
 		i := 0
 		for b.Loop() {
 			pid := 1000 + i%30000
-			tr.Fork(100, Identity{PID: pid, StartTicks: uint64(i)}, false, at)
-			tr.Exit(pid, 0, at)
+			tr.Fork(100, Identity{PID: pid, StartTicks: uint64(i)}, false, at, 0, nil)
+			tr.ExitTask(pid, pid, 0, 0, at, 0)
 			i++
 			if i%1024 == 0 {
 				tr.Take()
@@ -61,7 +61,7 @@ func BenchmarkForkExit(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			tr.Fork(7, Identity{PID: 1000 + i%30000, StartTicks: uint64(i)}, false, t0)
+			tr.Fork(7, Identity{PID: 1000 + i%30000, StartTicks: uint64(i)}, false, t0, 0, nil)
 			i++
 		}
 	})

@@ -58,6 +58,24 @@ type ScanOptions struct {
 	// them in ScanResult.Candidates: their fork events may still be queued.
 	// The caller calls AddFound later.
 	DeferAdditions bool
+	// Epoch is the tracker's Epoch when the scan started: members the scan
+	// shows alive are confirmed as of then (see Overrun).
+	Epoch uint64
+	// Since, if set, is when the scan started reading: members that a
+	// fork event added after it (Proc.FirstSeen) may be missing from it and
+	// are not judged.
+	Since time.Time
+	// Name, if set, gives the command name of entries[i] for a process the
+	// scan adds, before the addition is logged.
+	Name func(i int) string
+}
+
+// Candidate is a process a deferred scan found under a member, with the
+// lineage the scan showed: Entry.PPID was a member (or another candidate)
+// when the scan read it, at generation Depth-1.
+type Candidate struct {
+	Entry
+	Depth int
 }
 
 // ScanResult is what ApplyScan did or left to the caller. Its slices are
@@ -72,7 +90,7 @@ type ScanResult struct {
 	Suspects []Identity
 	// Candidates holds the processes that would join, parents before their
 	// children, with DeferAdditions.
-	Candidates []Entry
+	Candidates []Candidate
 }
 
 // ApplyScan reconciles the tree with a complete scan of the host taken at
@@ -93,12 +111,16 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 
 	// Members the scan does not show alive are gone.
 	for pid, p := range t.members {
+		if p.byEvent && !opt.Since.IsZero() && p.FirstSeen.After(opt.Since) {
+			continue
+		}
 		i, ok := t.index[pid]
 		if ok && entries[i].Live && p.matchesTicks(entries[i].StartTicks) {
 			e := &entries[i]
 			p.PPID = e.PPID
 			p.State = e.State
 			p.Threaded = p.Threaded || e.Threaded
+			p.confirmed = max(p.confirmed, opt.Epoch)
 			continue
 		}
 		if opt.DeferRemovals {
@@ -106,10 +128,7 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 			continue
 		}
 		r.Removed = append(r.Removed, p.ID)
-		t.remove(p, Exit{Time: at})
-		if opt.Repair {
-			t.pending.Repairs++
-		}
+		t.removeFound(p, at, opt.Repair)
 	}
 
 	// Live non-members whose ancestry reaches a member join, top down.
@@ -134,6 +153,15 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 			if p, ok := t.members[c.PPID]; ok {
 				verdict, parentDepth = isMember, p.Depth
 				break
+			}
+			// A parent that was a member and exited since the scan read
+			// it: its children are still the tree's (orphans of it).
+			if pi, ok := t.index[c.PPID]; ok {
+				pe := &entries[pi]
+				if g, ok := t.gone[Identity{PID: pe.PID, StartTicks: pe.StartTicks}]; ok && pe.PID != c.PID {
+					verdict, parentDepth = isMember, g.depth
+					break
+				}
 			}
 			if s := t.status[c.PPID]; s != unknown {
 				verdict = s
@@ -164,7 +192,7 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 			c := &entries[t.chain[k]]
 			depth := parentDepth + 1
 			if opt.DeferAdditions {
-				r.Candidates = append(r.Candidates, *c)
+				r.Candidates = append(r.Candidates, Candidate{Entry: *c, Depth: depth})
 				t.candDepth[c.PID] = depth
 			} else {
 				if !t.canAdd(depth) {
@@ -173,7 +201,7 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 					}
 					break
 				}
-				t.add(&Proc{
+				p := &Proc{
 					ID:        Identity{PID: c.PID, StartTicks: c.StartTicks},
 					PPID:      c.PPID,
 					Parent:    c.PPID,
@@ -181,11 +209,13 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 					State:     c.State,
 					Threaded:  c.Threaded,
 					FirstSeen: at,
-				})
-				r.Added = append(r.Added, int(t.chain[k]))
-				if opt.Repair {
-					t.pending.Repairs++
+					InfoAt:    at,
 				}
+				if opt.Name != nil {
+					p.Name = opt.Name(int(t.chain[k]))
+				}
+				t.add(p, opt.Repair, 0)
+				r.Added = append(r.Added, int(t.chain[k]))
 			}
 			t.status[c.PID] = isMember
 			parentDepth = depth
@@ -206,45 +236,62 @@ func (t *Tracker) IndexOf(pid int) (int, bool) {
 	return int(i), ok
 }
 
-// ConfirmGone removes member id after the caller checked that /proc no
-// longer shows it alive, unless an event removed it in the meantime. It
-// counts as a repair and reports whether it removed anything.
+// ConfirmGone removes member id, which a deferred scan or check showed
+// gone, once every event queued when it looked has been applied: if no
+// event removed it meanwhile, its exit event was lost (or is late, and
+// then upgrades the status; see ExitTask). It counts as a repair and
+// reports whether it removed anything.
 func (t *Tracker) ConfirmGone(id Identity, at time.Time) bool {
 	p, ok := t.members[id.PID]
 	if !ok || p.ID != id {
 		return false
 	}
-	t.remove(p, Exit{Time: at})
-	t.pending.Repairs++
+	t.removeFound(p, at, true)
 	return true
 }
 
-// AddFound adds a process that a deferred scan found, after the caller
-// checked that /proc still shows it alive, unless an event added it in the
-// meantime or its parent is no longer a member. It counts as a repair and
-// returns the new member, or nil.
-func (t *Tracker) AddFound(e Entry, at time.Time) *Proc {
-	if _, ok := t.members[e.PID]; ok {
+// removeFound removes a member that /proc showed gone. A process whose
+// first thread's exit was seen ends with that status, as far as it goes.
+func (t *Tracker) removeFound(p *Proc, at time.Time, repair bool) {
+	x := Exit{Time: at}
+	if p.lastExit != nil {
+		x = *p.lastExit
+		repair = false
+	}
+	t.remove(p, x, repair)
+}
+
+// AddFound adds a process that a deferred scan found, once every event
+// queued when it looked has been applied, unless an event added it
+// meanwhile or it exited since. It keeps the lineage the scan saw: the
+// parent may have exited since (the process is then an orphan of the
+// tree, and still a member). It counts as a repair and returns the new
+// member, or nil.
+func (t *Tracker) AddFound(c Candidate, at time.Time) *Proc {
+	if _, ok := t.members[c.PID]; ok {
 		return nil
 	}
-	if _, ok := t.gone[Identity{PID: e.PID, StartTicks: e.StartTicks}]; ok {
+	id := Identity{PID: c.PID, StartTicks: c.StartTicks}
+	if _, ok := t.gone[id]; ok {
 		return nil
 	}
-	parent, ok := t.members[e.PPID]
-	if !ok || !t.canAdd(parent.Depth+1) {
+	depth := c.Depth
+	if parent, ok := t.members[c.PPID]; ok {
+		depth = parent.Depth + 1
+	}
+	if depth < 1 || !t.canAdd(depth) {
 		return nil
 	}
 	p := &Proc{
-		ID:        Identity{PID: e.PID, StartTicks: e.StartTicks},
-		PPID:      e.PPID,
-		Parent:    e.PPID,
-		Depth:     parent.Depth + 1,
-		State:     e.State,
-		Threaded:  e.Threaded,
+		ID:        id,
+		PPID:      c.PPID,
+		Parent:    c.PPID,
+		Depth:     depth,
+		State:     c.State,
+		Threaded:  c.Threaded,
 		FirstSeen: at,
 	}
-	t.add(p)
-	t.pending.Repairs++
+	t.add(p, true, 0)
 	return p
 }
 
@@ -254,9 +301,14 @@ func (t *Tracker) AddFound(e Entry, at time.Time) *Proc {
 // plenty; pruning bounds its memory in event-driven use, where full scans
 // (which also prune) are rare.
 func (t *Tracker) PruneGone(before time.Time) {
-	for id, at := range t.gone {
-		if at.Before(before) {
+	for id, g := range t.gone {
+		if g.at.Before(before) {
 			delete(t.gone, id)
+		}
+	}
+	for pid, pr := range t.provisional {
+		if pr.at.Before(before) {
+			delete(t.provisional, pid)
 		}
 	}
 }

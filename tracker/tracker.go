@@ -40,10 +40,56 @@ type Proc struct {
 	Threaded bool
 	// FirstSeen is when the tracker learnt of the process.
 	FirstSeen time.Time
+	// InfoAt is when Name and Cmdline were learnt: a scan that started
+	// earlier does not overwrite them.
+	InfoAt time.Time
 
-	// leaderExit is set when the thread-group leader exited while other
-	// threads went on; the process is removed when they are gone.
-	leaderExit *Exit
+	// lastExit is the status of the last task exit of a process whose
+	// first thread has exited while it may run on (see ExitTask);
+	// leaderExit says the first thread's exit was seen.
+	lastExit   *Exit
+	leaderExit bool
+	// byEvent says a fork event added the member (not a scan).
+	byEvent bool
+	// confirmed is the overrun epoch at which the member was last known
+	// alive (see Overrun).
+	confirmed uint64
+}
+
+// ChangeKind names a kind of Change.
+type ChangeKind uint8
+
+// The kinds of Change.
+const (
+	// Added: Proc joined the tree.
+	Added ChangeKind = iota + 1
+	// Execed: member Proc replaced its program; Proc has the new name.
+	Execed
+	// Removed: member Proc (its last state) left the tree; Exit says how.
+	Removed
+	// Upgraded: the kernel's exit status came for Proc.ID after it was
+	// removed on a scan's or an inference's word; Exit is the new one.
+	Upgraded
+)
+
+// Change is one mutation of the tree, in the order they happened. The
+// caller drains them (DrainChanges) after each call and publishes them in
+// one place: its index of members, its subscribers.
+type Change struct {
+	Kind ChangeKind
+	// At is when it happened: the event's time, or when a scan noticed.
+	At   time.Time
+	Proc Proc
+	Exit Exit
+	// Repair says no kernel event reported it: a scan or a check of /proc
+	// found it.
+	Repair bool
+	// Provisional says a Removed exit may be upgraded later (Upgraded):
+	// the kernel's exit event for the process may still come.
+	Provisional bool
+	// Kernel is the kernel timestamp (CLOCK_MONOTONIC) of the event that
+	// caused it, or 0.
+	Kernel time.Duration
 }
 
 // Exit records the end of a member.
@@ -57,6 +103,9 @@ type Exit struct {
 	Known bool
 	// Time is when the exit happened (kernel timestamp) or was noticed.
 	Time time.Time
+	// Kernel is the kernel's CLOCK_MONOTONIC timestamp of the exit event,
+	// or 0.
+	Kernel time.Duration
 }
 
 // Code returns the exit code (0-255) of a normal exit, or -1 if the process
@@ -140,8 +189,15 @@ type Tracker struct {
 	rootAlive bool
 	members   map[int]*Proc // by PID, the root included while it lives
 	nonRoot   int           // members besides the root
-	leaders   int           // members whose leader thread exited first
+	leaders   int           // members with a pending first-thread exit
 	repairs   uint64        // all repairs, Take or not
+	epoch     uint64        // overruns seen (see Overrun)
+	log       []Change      // mutations not drained yet
+
+	// provisional holds members removed without the kernel's exit status
+	// (or with an inferred one), by PID, so that a late exit event can
+	// upgrade it; pruned with gone.
+	provisional map[int]provisional
 
 	pending    Changes
 	tombstones []Tombstone // ring of the last cfg.Tombstones
@@ -152,7 +208,7 @@ type Tracker struct {
 	// do_exit, and shows as running for a moment), so that a scan does not
 	// add them back, with when they were removed. ApplyScan forgets those
 	// /proc no longer shows, PruneGone those removed long enough ago.
-	gone map[Identity]time.Time
+	gone map[Identity]goneRec
 
 	// scan scratch, reused
 	index     map[int]int32
@@ -173,7 +229,9 @@ func New(root Identity, cfg Config, at time.Time) *Tracker {
 		index:     make(map[int]int32),
 		status:    make(map[int]int8),
 		candDepth: make(map[int]int),
-		gone:      make(map[Identity]time.Time),
+		gone:      make(map[Identity]goneRec),
+
+		provisional: make(map[int]provisional),
 	}
 	t.members[root.PID] = &Proc{ID: root, FirstSeen: at}
 	if cfg.IncludeRoot {
@@ -233,13 +291,36 @@ func (t *Tracker) PIDs(dst []int) []int {
 	return dst
 }
 
-// Update lets the caller fill in what it read of a member (name, command
-// line, state). It does nothing if pid is not a member or is another process.
-func (t *Tracker) Update(id Identity, f func(*Proc)) {
-	if p, ok := t.members[id.PID]; ok && p.ID == id {
-		f(p)
-		p.ID = id // the identity is the tracker's to change
+// Describe fills in what obs shows of member id: its name and command line
+// (if read), unless they were learnt after obs was read (Proc.InfoAt), and
+// its state, parent and threads. It does nothing if obs does not show the
+// member alive.
+func (t *Tracker) Describe(id Identity, obs *Observation) {
+	p, ok := t.members[id.PID]
+	if !ok || p.ID != id || !obs.Is(p.ID, p.Approx) {
+		return
 	}
+	p.State, p.PPID = obs.State, obs.PPID
+	p.Threaded = p.Threaded || obs.Threads > 1
+	if obs.At.Before(p.InfoAt) {
+		return
+	}
+	p.InfoAt = obs.At
+	if obs.Comm != "" {
+		p.Name = obs.Comm
+	}
+	if obs.HasCmdline {
+		p.Cmdline, p.CmdlineTruncated = obs.Cmdline, obs.CmdlineTruncated
+	}
+}
+
+// DrainChanges appends the changes since the previous call to dst, in
+// order, and forgets them.
+func (t *Tracker) DrainChanges(dst []Change) []Change {
+	dst = append(dst, t.log...)
+	clear(t.log)
+	t.log = t.log[:0]
+	return dst
 }
 
 // Take returns the changes since the previous Take and starts afresh.
@@ -274,17 +355,32 @@ func (t *Tracker) canAdd(depth int) bool {
 	return true
 }
 
-func (t *Tracker) add(p *Proc) {
+// add makes p a member; repair says a scan found it.
+func (t *Tracker) add(p *Proc, repair bool, kernel time.Duration) {
+	p.confirmed = t.epoch
 	t.members[p.ID.PID] = p
+	delete(t.provisional, p.ID.PID)
 	t.nonRoot++
 	t.pending.Added = append(t.pending.Added, p.ID)
+	if repair {
+		t.pending.Repairs++
+	}
+	t.log = append(t.log, Change{Kind: Added, At: p.FirstSeen, Proc: *p, Repair: repair, Kernel: kernel})
 }
 
-// remove takes a member out, records its exit and tombstone.
-func (t *Tracker) remove(p *Proc, exit Exit) {
+// remove takes a member out, records its exit and tombstone; repair says
+// no kernel event reported it, so its status is unknown until one does.
+func (t *Tracker) remove(p *Proc, exit Exit, repair bool) {
 	delete(t.members, p.ID.PID)
-	if p.leaderExit != nil {
-		t.leaders--
+	// Without the kernel's word on this process's end, or on the word of
+	// its first thread's exit alone, a later exit event may correct it.
+	prov := repair || p.lastExit != nil
+	t.clearLeader(p)
+	if repair {
+		t.pending.Repairs++
+	}
+	if prov {
+		t.provisional[p.ID.PID] = provisional{*p, exit.Time}
 	}
 	isRoot := p.ID == t.root
 	if isRoot {
@@ -292,8 +388,9 @@ func (t *Tracker) remove(p *Proc, exit Exit) {
 	} else {
 		t.nonRoot--
 	}
-	t.gone[p.ID] = exit.Time
+	t.gone[p.ID] = goneRec{at: exit.Time, depth: p.Depth}
 	exit.ID = p.ID
+	t.log = append(t.log, Change{Kind: Removed, At: exit.Time, Proc: *p, Exit: exit, Repair: repair, Provisional: prov, Kernel: exit.Kernel})
 	t.pending.Exits = append(t.pending.Exits, exit)
 	if isRoot && !t.cfg.IncludeRoot {
 		return
@@ -304,7 +401,6 @@ func (t *Tracker) remove(p *Proc, exit Exit) {
 	}
 	if t.cfg.Tombstones > 0 {
 		ts := Tombstone{Proc: *p, Removed: exit.Time, Exit: exit}
-		ts.Proc.leaderExit = nil
 		t.pending.Tombstones = append(t.pending.Tombstones, ts)
 		if len(t.tombstones) < t.cfg.Tombstones {
 			t.tombstones = append(t.tombstones, ts)
@@ -349,4 +445,25 @@ func (t *Tracker) compact() {
 	if n := len(c.Tombstones) - keep; n > 0 {
 		c.Tombstones = append(c.Tombstones[:0:0], c.Tombstones[n:]...)
 	}
+}
+
+// goneRec is a removed member: when, and its depth, so that the
+// descendants a scan shows under it keep their lineage.
+type goneRec struct {
+	at    time.Time
+	depth int
+}
+
+// provisional is a member removed without the kernel's exit status, and
+// when.
+type provisional struct {
+	proc Proc
+	at   time.Time
+}
+
+// Provisional reports whether the tracker awaits the kernel's exit event of
+// a process with this PID that it removed without it.
+func (t *Tracker) Provisional(pid int) bool {
+	_, ok := t.provisional[pid]
+	return ok
 }

@@ -49,9 +49,9 @@ func run(t *testing.T, cfg Config, root Identity, steps []step) *Tracker {
 		case s.scan != nil:
 			tr.ApplyScan(s.scan, at, ScanOptions{Repair: s.repair})
 		case s.fork != nil:
-			tr.Fork(s.fork[0], id(s.fork[1], uint64(s.fork[2])), false, at)
+			tr.Fork(s.fork[0], id(s.fork[1], uint64(s.fork[2])), false, at, 0, nil)
 		case s.exit != nil:
-			tr.Exit(s.exit[0], uint32(s.exit[1]), at)
+			tr.ExitTask(s.exit[0], s.exit[0], 0, uint32(s.exit[1]), at, 0)
 		}
 		if got := tr.PIDs(nil); !slices.Equal(got, s.pids) {
 			t.Fatalf("step %d: PIDs = %v, want %v", i, got, s.pids)
@@ -198,7 +198,7 @@ func TestRepairCounts(t *testing.T) {
 
 func TestApproxIdentitySurvivesScan(t *testing.T) {
 	tr := New(id(100, 1), Config{}, t0)
-	tr.Fork(100, id(101, 50), true, t0)
+	tr.Fork(100, id(101, 50), true, t0, 0, nil)
 	tr.Take()
 	// /proc says 51: within tolerance, so the member is neither removed nor
 	// re-added, and keeps the identity it was reported with.
@@ -220,18 +220,34 @@ func TestApproxIdentitySurvivesScan(t *testing.T) {
 
 func TestLeaderExit(t *testing.T) {
 	tr := New(id(100, 1), Config{}, t0)
-	tr.Fork(100, id(101, 10), false, t0)
-	tr.LeaderExited(101, 0, t0)
-	tr.LeaderExited(101, 0, t0) // idempotent
-	if !tr.IsMember(101) || !tr.LeaderHasExited(101) {
-		t.Fatal("a process whose leader exited first was dropped")
+	tr.Fork(100, id(101, 10), false, t0, 0, nil)
+	tr.Thread(101)
+	if !tr.ExitTask(101, 101, 0, 0, t0, 0) {
+		t.Fatal("the first thread's exit of a threaded process asked for no check")
 	}
-	if got := tr.PendingLeaders(nil); !slices.Equal(got, []int{101}) {
-		t.Errorf("PendingLeaders = %v", got)
+	if !tr.IsMember(101) {
+		t.Fatal("a process whose first thread exited was dropped")
 	}
-	tr.Exit(101, 3<<8, t0)
-	if got := tr.PendingLeaders(nil); len(got) != 0 || tr.leaders != 0 {
-		t.Errorf("PendingLeaders after exit = %v (count %d)", got, tr.leaders)
+	if got := tr.PendingExits(nil); !slices.Equal(got, []Identity{id(101, 10)}) {
+		t.Errorf("PendingExits = %v", got)
+	}
+	// Another thread exits: still pending, its status kept.
+	if !tr.ExitTask(102, 101, 0, 3<<8, t0, 0) {
+		t.Error("a thread exit after the first thread's asked for no check")
+	}
+	// /proc shows it running: it stays.
+	tr.ConfirmExits([]Observation{{PID: 101, Seen: SeenAlive, StartTicks: 10}}, t0)
+	if !tr.IsMember(101) {
+		t.Fatal("removed while /proc shows it running")
+	}
+	// Unreadable /proc decides nothing.
+	tr.ConfirmExits([]Observation{{PID: 101, Seen: SeenUnknown}}, t0)
+	if !tr.IsMember(101) {
+		t.Fatal("removed on an unreadable /proc")
+	}
+	tr.ConfirmExits([]Observation{{PID: 101, Seen: SeenGone}}, t0)
+	if got := tr.PendingExits(nil); len(got) != 0 || tr.leaders != 0 || tr.IsMember(101) {
+		t.Errorf("after the confirmation: pending %v (count %d), member %v", got, tr.leaders, tr.IsMember(101))
 	}
 	c := tr.Take()
 	if len(c.Exits) != 1 || c.Exits[0].Code() != 3 {
@@ -262,8 +278,8 @@ func TestExitDecoding(t *testing.T) {
 func TestTombstones(t *testing.T) {
 	tr := New(id(1, 1), Config{Tombstones: 2}, t0)
 	for pid := 10; pid < 14; pid++ {
-		tr.Fork(1, id(pid, uint64(pid)), false, t0)
-		tr.Exit(pid, uint32(pid), t0)
+		tr.Fork(1, id(pid, uint64(pid)), false, t0, 0, nil)
+		tr.ExitTask(pid, pid, 0, uint32(pid), t0, 0)
 	}
 	var got []int
 	for _, ts := range tr.Tombstones(nil) {
@@ -280,7 +296,7 @@ func TestTombstones(t *testing.T) {
 func TestMembersSorted(t *testing.T) {
 	tr := New(id(5, 1), Config{IncludeRoot: true}, t0)
 	for _, pid := range []int{30, 7, 12} {
-		tr.Fork(5, id(pid, 2), false, t0)
+		tr.Fork(5, id(pid, 2), false, t0, 0, nil)
 	}
 	var pids []int
 	for _, p := range tr.Members(nil) {
@@ -308,8 +324,8 @@ func TestExitedProcessNotReaddedByScan(t *testing.T) {
 
 func TestDeferredScan(t *testing.T) {
 	tr := New(id(100, 1), Config{MaxDepth: 2}, t0)
-	tr.Fork(100, id(101, 10), false, t0)
-	tr.Fork(100, id(102, 11), false, t0)
+	tr.Fork(100, id(101, 10), false, t0, 0, nil)
+	tr.Fork(100, id(102, 11), false, t0, 0, nil)
 	tr.Take()
 	scan := []Entry{
 		live(100, 1, 1),
@@ -334,8 +350,8 @@ func TestDeferredScan(t *testing.T) {
 	}
 	// Meanwhile the queued events arrive: 102 exits with a status, and the
 	// fork of 104 is reported.
-	tr.Exit(102, 7<<8, t0)
-	tr.Fork(101, id(104, 14), false, t0)
+	tr.ExitTask(102, 102, 0, 7<<8, t0, 0)
+	tr.Fork(101, id(104, 14), false, t0, 0, nil)
 	// Confirmation finds nothing left to do for them.
 	if tr.ConfirmGone(id(102, 11), t0) {
 		t.Error("ConfirmGone removed a process an event removed")
@@ -355,7 +371,7 @@ func TestDeferredScan(t *testing.T) {
 	}
 	// Without events, confirmation repairs.
 	tr2 := New(id(100, 1), Config{}, t0)
-	tr2.Fork(100, id(101, 10), false, t0)
+	tr2.Fork(100, id(101, 10), false, t0, 0, nil)
 	r = tr2.ApplyScan([]Entry{live(100, 1, 1), live(104, 100, 14), live(105, 104, 15)}, t0,
 		ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true})
 	for _, id := range r.Suspects {
@@ -378,8 +394,8 @@ func TestDeferredScan(t *testing.T) {
 func TestPruneGone(t *testing.T) {
 	tr := New(id(1, 1), Config{}, t0)
 	for pid := 10; pid < 20; pid++ {
-		tr.Fork(1, id(pid, 5), false, t0)
-		tr.Exit(pid, 0, t0.Add(time.Duration(pid)*time.Second))
+		tr.Fork(1, id(pid, 5), false, t0, 0, nil)
+		tr.ExitTask(pid, pid, 0, 0, t0.Add(time.Duration(pid)*time.Second), 0)
 	}
 	if tr.GoneLen() != 10 {
 		t.Fatalf("GoneLen = %d", tr.GoneLen())
@@ -395,11 +411,11 @@ func TestCompactKeepsLiveSetDerivable(t *testing.T) {
 	// 10 long-lived members, then 1,000 short ones: without a Take the
 	// changes are compacted, and the survivors are still in Added.
 	for pid := 2; pid < 12; pid++ {
-		tr.Fork(1, id(pid, 1), false, t0)
+		tr.Fork(1, id(pid, 1), false, t0, 0, nil)
 	}
 	for pid := 100; pid < 1100; pid++ {
-		tr.Fork(1, id(pid, 2), false, t0)
-		tr.Exit(pid, 0, t0)
+		tr.Fork(1, id(pid, 2), false, t0, 0, nil)
+		tr.ExitTask(pid, pid, 0, 0, t0, 0)
 	}
 	c := tr.Take()
 	live := map[Identity]bool{}
@@ -421,13 +437,15 @@ func TestCompactKeepsLiveSetDerivable(t *testing.T) {
 
 func TestExecForgetsLeaderExit(t *testing.T) {
 	tr := New(id(1, 1), Config{}, t0)
-	tr.Fork(1, id(10, 5), false, t0)
-	tr.Update(id(10, 5), func(p *Proc) { p.Threaded = true })
+	tr.Fork(1, id(10, 5), false, t0, 0, nil)
+	tr.Thread(10)
 	// A non-first thread execs: the kernel ends the first thread first.
-	tr.LeaderExited(10, 9, t0)
-	tr.Execed(10)
-	if p, _ := tr.Member(10); tr.LeaderHasExited(10) || p.Threaded || tr.leaders != 0 {
-		t.Errorf("after exec: leader exited %v, threaded %v, count %d", tr.LeaderHasExited(10), p.Threaded, tr.leaders)
+	tr.ExitTask(10, 10, 0, 9, t0, 0)
+	tr.Exec(10, &Observation{PID: 10, Seen: SeenAlive, StartTicks: 5, Comm: "sh", At: t0}, t0, 0)
+	if p, _ := tr.Member(10); len(tr.PendingExits(nil)) != 0 || p.Threaded || tr.leaders != 0 || p.Name != "sh" {
+		t.Errorf("after exec: pending %v, threaded %v, count %d, name %q", tr.PendingExits(nil), p.Threaded, tr.leaders, p.Name)
 	}
-	tr.Execed(99) // not a member: nothing happens
+	if tr.Exec(99, nil, t0, 0) {
+		t.Error("exec of a non-member applied")
+	}
 }

@@ -1,0 +1,408 @@
+package watchman
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/process-watchman/watchman/reconcile"
+	"github.com/process-watchman/watchman/tracker"
+)
+
+// observe reads what /proc shows of pid, holding no lock: with comm its
+// command name, and with cmdMax > 0 its command line (up to cmdMax bytes;
+// fs must then be set). Only ENOENT/ESRCH or a zombie state mean gone;
+// another error gives SeenUnknown with the error.
+func observe(s *reconcile.Scanner, fs *reconcile.FS, pid int, comm bool, cmdMax int) tracker.Observation {
+	o := tracker.Observation{PID: pid, At: time.Now()}
+	e, c, ok, err := s.Lookup(pid)
+	switch {
+	case err != nil:
+		o.Seen, o.Err = tracker.SeenUnknown, err
+		return o
+	case !ok:
+		o.Seen = tracker.SeenGone
+		return o
+	}
+	o.StartTicks, o.PPID, o.State, o.Threads = e.StartTicks, e.PPID, e.State, e.NumThreads
+	if !e.Live() {
+		o.Seen = tracker.SeenGone
+		return o
+	}
+	o.Seen = tracker.SeenAlive
+	if comm {
+		o.Comm = string(c)
+	}
+	if cmdMax > 0 {
+		if args, trunc, err := fs.Cmdline(pid, cmdMax); err == nil {
+			o.Cmdline, o.CmdlineTruncated, o.HasCmdline = args, trunc, true
+		}
+	}
+	return o
+}
+
+// hostScan is one scan of the whole host, as reconcile read it and as the
+// tracker takes it.
+type hostScan struct {
+	start    time.Time
+	overruns uint64 // the hub's overrun count at start
+	scan     reconcile.Scan
+	entries  []tracker.Entry
+}
+
+// read scans the host into hs.
+func (hs *hostScan) read(s *reconcile.Scanner, fs *reconcile.FS) error {
+	hs.start = time.Now()
+	if err := s.Scan(&hs.scan); err != nil {
+		return fmt.Errorf("watchman: scanning %s: %w", fs.Root(), err)
+	}
+	hs.entries = hs.entries[:0]
+	for i := range hs.scan.Entries {
+		e := &hs.scan.Entries[i]
+		hs.entries = append(hs.entries, tracker.Entry{
+			PID: e.PID, PPID: e.PPID, StartTicks: e.StartTicks, Live: e.Live(), State: e.State,
+			Threaded: e.NumThreads > 1,
+		})
+	}
+	return nil
+}
+
+// scanMargin widens the window of members a scan does not judge: a member
+// that joined less than this before the scan started may be missing from
+// it only if it also exited, which its exit event (or the next scan) says.
+const scanMargin = 10 * time.Millisecond
+
+// applyScan applies a host scan to w's tracker and publishes the changes;
+// index, if set, is called with them (the hub's writer updates its index).
+// The command lines of the members the scan adds, and of those whose name
+// changed, are read without the lock between two locked steps.
+func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tracker) uint64, index func([]tracker.Change)) {
+	start := time.Now()
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	opt := tracker.ScanOptions{Repair: repair, Name: hs.scan.Comm}
+	if epochAt != nil {
+		opt.Since = hs.start.Add(-scanMargin)
+		opt.Epoch = epochAt(w.tr)
+	}
+	w.tr.ApplyScan(hs.entries, hs.start, opt)
+	chs := w.tr.DrainChanges(nil)
+	// Members whose name changed since they joined (an exec the events
+	// did not report, or a prctl), if the scan is newer than what we
+	// know of them.
+	var renamed []tracker.Identity
+	for _, p := range w.tr.Members(nil) {
+		i, ok := w.tr.IndexOf(p.ID.PID)
+		if !ok || hs.start.Before(p.InfoAt) || string(hs.scan.CommBytes(i)) == p.Name && (p.Cmdline != nil || !w.cfg.CaptureCmdline) {
+			continue
+		}
+		renamed = append(renamed, p.ID)
+	}
+	w.mu.Unlock()
+
+	// Read the command lines, holding no lock.
+	obs := make(map[tracker.Identity]*tracker.Observation)
+	if m := w.cmdlineMax(); m > 0 {
+		for i := range chs {
+			if c := &chs[i]; c.Kind == tracker.Added {
+				o := observe(w.readerFor(), w.fs, c.Proc.ID.PID, false, m)
+				if o.Is(c.Proc.ID, c.Proc.Approx) && o.HasCmdline {
+					c.Proc.Cmdline, c.Proc.CmdlineTruncated = o.Cmdline, o.CmdlineTruncated
+					obs[c.Proc.ID] = &o
+				}
+			}
+		}
+	}
+	for _, id := range renamed {
+		o := observe(w.readerFor(), w.fs, id.PID, true, w.cmdlineMax())
+		obs[id] = &o
+	}
+
+	w.mu.Lock()
+	if !w.closed {
+		for id, o := range obs {
+			w.tr.Describe(id, o)
+		}
+		w.publishLocked(chs)
+		w.stats.countReconcile(time.Since(start), true)
+	}
+	w.mu.Unlock()
+	if index != nil {
+		index(chs)
+	}
+}
+
+// readerFor returns a scanner for reads made while applying a scan: the
+// hub's writer and polling scans are each serialized, and each Watcher's
+// scanner is only used under them.
+func (w *Watcher) readerFor() *reconcile.Scanner { return w.scanner }
+
+// pollScan is a Poll's or the polling loop's scan: the host scanned and
+// applied at once (no events to wait for).
+func (w *Watcher) pollScan() error {
+	w.pollMu.Lock()
+	defer w.pollMu.Unlock()
+	if err := w.own.read(w.scanner, w.fs); err != nil {
+		return err
+	}
+	w.applyScan(&w.own, false, nil, nil)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// pollLoop scans every iv in polling mode, so that subscribers hear of
+// changes without a Poll.
+func (w *Watcher) pollLoop(iv time.Duration) {
+	defer w.wg.Done()
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+			if err := w.pollScan(); err != nil && err != ErrClosed {
+				w.noteFailure(err)
+			}
+			w.mu.Lock()
+			w.tr.PruneGone(time.Now().Add(-goneMemory))
+			w.mu.Unlock()
+		}
+	}
+}
+
+// reconcile runs one reconcile now and waits for it: in polling mode a
+// scan; in connector mode a full host scan (one started at most maxAge ago
+// may serve) or a tree-local check, applied after the events queued while
+// it looked.
+func (w *Watcher) reconcile(full bool, maxAge time.Duration) error {
+	if w.run == nil {
+		return w.pollScan()
+	}
+	if full {
+		return w.run.rep.fullRepair([]*Watcher{w}, time.Now().Add(-maxAge), true)
+	}
+	w.run.rep.checkMembers(w)
+	return nil
+}
+
+// repairer is the hub's goroutine that checks the trees against /proc:
+// every Watcher's tree-local check each ReconcileInterval (every
+// fullScanEvery-th a full host scan), and a full repair of every tree as
+// soon as the kernel drops events. It only reads /proc; what it finds is
+// applied by the writer, after every event queued while it looked.
+type repairer struct {
+	r     *hubRun
+	kickc chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
+
+	scanMu  sync.Mutex // guards the host scan shared by the watchers
+	scanner *reconcile.Scanner
+	last    *hostScan
+
+	checkMu sync.Mutex // guards checker (tree-local checks)
+	checker *reconcile.Scanner
+
+	sched map[*Watcher]*schedule // the loop's only
+}
+
+type schedule struct {
+	next time.Time
+	n    int
+}
+
+func newRepairer(r *hubRun) *repairer {
+	return &repairer{
+		r: r, kickc: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		scanner: r.fs.NewScanner(), checker: r.fs.NewScanner(), sched: make(map[*Watcher]*schedule),
+	}
+}
+
+// kick asks for a full repair of every tree now.
+func (rp *repairer) kick() {
+	select {
+	case rp.kickc <- struct{}{}:
+	default:
+	}
+}
+
+func (rp *repairer) close() {
+	close(rp.stop)
+	<-rp.done
+}
+
+func (rp *repairer) run() {
+	defer close(rp.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		next := now.Add(time.Hour)
+		ws := rp.r.attached()
+		for w := range rp.sched {
+			if !contains(ws, w) {
+				delete(rp.sched, w)
+			}
+		}
+		for _, w := range ws {
+			iv := w.backgroundInterval()
+			if iv <= 0 {
+				continue
+			}
+			s := rp.sched[w]
+			if s == nil {
+				s = &schedule{next: now.Add(iv)}
+				rp.sched[w] = s
+			}
+			if !s.next.After(now) {
+				s.n++
+				if s.n%fullScanEvery == 0 {
+					_ = rp.fullRepair([]*Watcher{w}, now.Add(-iv), true)
+				} else {
+					rp.checkMembers(w)
+				}
+				w.mu.Lock()
+				w.tr.PruneGone(time.Now().Add(-goneMemory))
+				w.mu.Unlock()
+				s.next = time.Now().Add(iv)
+			}
+			if s.next.Before(next) {
+				next = s.next
+			}
+		}
+		timer.Reset(time.Until(next))
+		select {
+		case <-rp.stop:
+			return
+		case <-rp.kickc:
+			_ = rp.fullRepair(rp.r.attached(), time.Now(), true)
+		case <-timer.C:
+		}
+	}
+}
+
+func contains(ws []*Watcher, w *Watcher) bool {
+	for _, o := range ws {
+		if o == w {
+			return true
+		}
+	}
+	return false
+}
+
+// scanHost returns a host scan that started no earlier than since: the
+// last one if it qualifies, else a new one. Watchers share it read-only.
+func (rp *repairer) scanHost(since time.Time) (*hostScan, error) {
+	rp.scanMu.Lock()
+	defer rp.scanMu.Unlock()
+	if rp.last != nil && !rp.last.start.Before(since) {
+		return rp.last, nil
+	}
+	hs := &hostScan{overruns: rp.r.h.overruns.Load()}
+	if err := hs.read(rp.scanner, rp.r.fs); err != nil {
+		return nil, err
+	}
+	rp.last = hs
+	return hs, nil
+}
+
+// fullRepair scans the host (or takes a scan started no earlier than
+// since) and has the writer apply it to each of ws once every event queued
+// until now has been applied, and waits for that. repair counts what it
+// corrects as repairs (not at Attach).
+func (rp *repairer) fullRepair(ws []*Watcher, since time.Time, repair bool) error {
+	hs, err := rp.scanHost(since)
+	if err != nil {
+		for _, w := range ws {
+			w.noteFailure(err)
+		}
+		return err
+	}
+	h := rp.r.h
+	// The overruns since the scan started are the epochs it cannot
+	// vouch for (tracker.ScanOptions.Epoch).
+	epochAt := func(tr *tracker.Tracker) uint64 {
+		since := h.overruns.Load() - hs.overruns
+		return tr.Epoch() - min(since, tr.Epoch())
+	}
+	rp.afterQueued(func(wr *writer) {
+		for _, w := range ws {
+			w.applyScan(hs, repair, epochAt, func(chs []tracker.Change) { wr.index(w, chs) })
+		}
+	})
+	return nil
+}
+
+// afterQueued runs fn on the writer once every event queued until now
+// has been applied, and waits for it (or for the hub to close).
+func (rp *repairer) afterQueued(fn func(*writer)) {
+	ran := make(chan struct{})
+	rp.r.do(func(wr *writer) {
+		wr.barrier(func() { fn(wr); close(ran) })
+	})
+	select {
+	case <-ran:
+	case <-rp.r.done:
+	}
+}
+
+// checkMembers is the tree-local reconcile: each member (and the root) is
+// read from /proc; those gone are removed, and those whose first thread's
+// exit awaits a decision get it, once the events queued meanwhile are
+// applied. A member that cannot be read stays, and is counted
+// (WatcherStats.Unreadable).
+func (rp *repairer) checkMembers(w *Watcher) {
+	start := time.Now()
+	w.mu.Lock()
+	members := w.tr.Members(nil)
+	ids := make([]tracker.Identity, 0, len(members)+1)
+	approx := make(map[int]bool)
+	for _, p := range members {
+		ids = append(ids, p.ID)
+		if p.Approx {
+			approx[p.ID.PID] = true
+		}
+	}
+	if !w.cfg.IncludeRoot && w.tr.RootAlive() {
+		ids = append(ids, tracker.Identity(w.root))
+	}
+	w.mu.Unlock()
+
+	rp.checkMu.Lock()
+	var gone []tracker.Identity
+	var obs []tracker.Observation
+	unreadable := 0
+	for _, id := range ids {
+		o := observe(rp.checker, nil, id.PID, false, 0)
+		switch {
+		case o.Seen == tracker.SeenUnknown:
+			unreadable++
+		case !o.Is(id, approx[id.PID]):
+			gone = append(gone, id)
+		}
+		obs = append(obs, o)
+	}
+	rp.checkMu.Unlock()
+
+	rp.afterQueued(func(wr *writer) {
+		now := time.Now()
+		wr.apply(w, func(tr *tracker.Tracker) {
+			tr.ConfirmExits(obs, now)
+			for _, id := range gone {
+				tr.ConfirmGone(id, now)
+			}
+		})
+	})
+	w.mu.Lock()
+	w.stats.Unreadable = unreadable
+	w.stats.countReconcile(time.Since(start), false)
+	w.mu.Unlock()
+}
