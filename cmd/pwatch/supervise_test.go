@@ -566,3 +566,44 @@ func TestWatchReportsCapAtAttach(t *testing.T) {
 		t.Errorf("watch does not report the cap:\n%s", stderr.String())
 	}
 }
+
+func TestIntegrationSurvivePwatch(t *testing.T) {
+	// --survive-pwatch: a killed pwatch leaves COMMAND running (no
+	// PDEATHSIG), and the guard only removes the cgroup once it is empty.
+	mark := token("survive")
+	dir := sharedDir(t)
+	events := filepath.Join(dir, "e.jsonl")
+	c := exec.Command(binPath, "run", "--survive-pwatch", "--events", events, "--", "sh", "-c", `sleep 30; exit 0`, mark)
+	errPath := filepath.Join(dir, "stderr")
+	errFile, err := os.Create(errPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errFile.Close()
+	c.Stderr = errFile
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Process.Kill()
+	waitFor(t, "the sleep in --events", func() bool {
+		b, _ := os.ReadFile(events)
+		return bytes.Contains(b, []byte(`"cmdline":["sleep","30"]`))
+	})
+	c.Process.Kill()
+	c.Wait()
+	// The kernel sends the parent-death signal as pwatch exits, before it
+	// is reaped: without it, COMMAND is alive now.
+	left := marked(mark)
+	if len(left) != 1 {
+		t.Fatalf("COMMAND did not survive pwatch: %v", left)
+	}
+	syscall.Kill(left[0], syscall.SIGKILL)
+	if m := regexp.MustCompile(`containment: cgroup (\S+)`).FindStringSubmatch(string(readFile(t, errPath))); m != nil {
+		for _, l := range readJSONL(t, readFile(t, events)) {
+			if l.Comm == "sleep" {
+				syscall.Kill(l.PID, syscall.SIGKILL)
+			}
+		}
+		waitFor(t, "the guard to remove the emptied cgroup", func() bool { _, err := os.Stat(m[1]); return err != nil })
+	}
+}
