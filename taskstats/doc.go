@@ -87,18 +87,27 @@
 // load average of 30 (other agents' storms running) for 4,863, the read
 // time alone then being up to 119 ticks late.
 //
-// So match by order, with the estimate as a bound. A record is queued
-// when its task exits, before the PID can be reused, and the socket queue
-// is FIFO; but records are read on their own socket, possibly long after
-// (seconds when the reader starves), so a late record of an earlier
-// holder of the PID can have an estimate above a newer process's start.
-// Listener.Sync is the barrier that excludes it: call Sync after seeing a
-// process start (its proc connector fork event); every record of its PID
-// that a later Receive or Sync returns belongs to it or to a later
-// process, and the first whose estimate is at or above its start ticks is
-// its own. An estimate within a tick or two confirms it. ac_btime alone
-// is whole seconds of the wall clock and cannot tell apart PIDs reused
-// within a second.
+// So match by order, with the estimate as a bound. Records are read on
+// their own socket, possibly long after the exit (seconds when the reader
+// starves), so the late record of an earlier holder of a PID can have a
+// read-time estimate above a newer process's start. Two facts exclude it:
+// the records of one PID are queued in the order its holders exit, and
+// every earlier holder's record is queued before the newer process's
+// fork event is even sent (the record precedes the PID's release). So,
+// for a process (pid, ticks) whose fork event has been read:
+//
+//   - Listener.Sync, called then, returns every record of earlier holders
+//     still unread, followed by the process's own if it has already
+//     exited. Among those, its own is the one whose estimate from its own
+//     exit event (StartTicksAt of the proc connector's exit timestamp of
+//     the record's task) is ticks or ticks+1, or whose ExitStatus is that
+//     exit event's.
+//   - Every record of pid from later Receive or Sync calls belongs to the
+//     process or to a later holder: the first one whose estimate is at or
+//     above ticks is its own.
+//
+// ac_btime alone is whole seconds of the wall clock and cannot tell apart
+// PIDs reused within a second.
 //
 // # Units and caveats
 //

@@ -516,11 +516,12 @@ func (l *Listener) SetReadDeadline(t time.Time) error { return l.sock.SetReadDea
 // Sync appends every record already queued on the socket to dst and
 // returns without waiting for more: when it returns, any record not yet
 // returned was queued after the call began. It is the barrier that ties
-// the record stream to events seen elsewhere. A record is queued when
-// its task exits, before the task's PID can be reused; so after a process
-// was seen to start (its proc connector fork event, read before Sync was
-// called), records of its PID from later Receive or Sync calls belong to
-// it or to later processes, never to an earlier holder of the PID.
+// the record stream to events seen elsewhere: a record is queued when its
+// task exits, before the task's PID can be reused, so after a process's
+// fork event was read, a Sync returns every record of earlier holders of
+// its PID not read yet (and the process's own if it has exited already),
+// and records of that PID from later calls belong to the process or to
+// later holders (see the package documentation on matching).
 //
 // Sync reads until a read finds the queue empty, so it ends even while
 // records keep coming. Like Receive, it keeps a message's records
