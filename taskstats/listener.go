@@ -88,8 +88,8 @@ type Datagram struct {
 // Socket is the transport under a Listener: a generic netlink socket with
 // the TASKSTATS family resolved. The real one is created by Listen;
 // package taskstatstest provides a fake kernel. A Listener calls ReadBatch
-// from one goroutine at a time, and Send, Close and the setters from any
-// goroutine.
+// and ReadQueued from one goroutine at a time, and Send, Close and the
+// setters from any goroutine.
 type Socket interface {
 	// Send sends a request of the TASKSTATS family: a generic netlink
 	// message with command cmd, family version 1 and the attributes
