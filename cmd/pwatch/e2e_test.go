@@ -49,11 +49,17 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		binPath = filepath.Join(dir, "pwatch")
-		build := exec.Command("go", "build", "-o", binPath, ".")
-		build.Stderr = os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "building pwatch:", err)
-			return 1
+		if prebuilt := os.Getenv("PWATCH_TEST_BIN"); prebuilt != "" {
+			// A pwatch built beforehand, for a test binary run where
+			// there is no Go toolchain (as another user, say).
+			binPath = prebuilt
+		} else {
+			build := exec.Command("go", "build", "-o", binPath, ".")
+			build.Stderr = os.Stderr
+			if err := build.Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "building pwatch:", err)
+				return 1
+			}
 		}
 		// Start the runtime's network poller, which keeps descriptors
 		// of its own, before counting descriptors.
