@@ -278,8 +278,9 @@ type WalkResult struct {
 	// Parent is, for a found process, the index in Walk.Results of the
 	// process whose children file listed it; -1 for members.
 	Parent int
-	// Entry is what /proc/PID/stat said, for every status but StatusError
-	// and a StatusGone without Reused.
+	// Entry is what /proc/PID/stat said, where it was read: always with
+	// StatusAlive, StatusExited and Reused; a process that vanished or
+	// failed before its stat was read has a zero Entry.
 	Entry Entry
 	// Err is set with StatusError.
 	Err error
@@ -320,6 +321,13 @@ func (w *Walk) Comm(i int) []byte {
 	return w.arena[r.Entry.commOff : r.Entry.commOff+r.Entry.commLen]
 }
 
+// Index returns the index in Results of the process with this PID, if the
+// last walk into w read or listed it.
+func (w *Walk) Index(pid int) (int, bool) {
+	i, ok := w.index[pid]
+	return i, ok
+}
+
 // Reset empties w, keeping its memory.
 func (w *Walk) Reset() {
 	w.Results = w.Results[:0]
@@ -340,7 +348,8 @@ func (w *Walk) Reset() {
 // directory, so a PID reused during the walk is never mistaken for the
 // member: the reused PID's files are not the directory's.
 //
-// dst is reset first. Walk returns the first error among the results
+// A PID given twice is checked once, as its first Member. dst is reset
+// first. Walk returns the first error among the results
 // (StatusError; every one is in its result), or ErrNoChildrenFiles if the
 // kernel lacks the children files, in which case nothing was read. A
 // failure to read one process does not stop the walk.

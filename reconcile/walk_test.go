@@ -110,6 +110,12 @@ func TestWalkFake(t *testing.T) {
 	if diff := cmp.Diff(want, walkRows(&w)); diff != "" {
 		t.Errorf("Walk (-want +got):\n%s", diff)
 	}
+	if i, ok := w.Index(106); !ok || w.Results[i].PID != 106 {
+		t.Errorf("Index(106) = %d, %v", i, ok)
+	}
+	if _, ok := w.Index(201); ok {
+		t.Error("Index(201): a process below no member is indexed")
+	}
 	if got := w.Results[6].StartTicks; got != 1200 {
 		t.Errorf("a found process's StartTicks = %d, want its stat's 1200", got)
 	}
