@@ -425,7 +425,22 @@ type stormResult struct {
 }
 
 func runStorm(t testing.TB, count int, w *exitWatch, interval time.Duration) (stormResult, *collector) {
+	return runStormOn(t, count, w, listen(t, &taskstats.Config{MinReadInterval: interval}))
+}
+
+// runStormFiltered is runStorm without exit events; with filtered, the
+// listener passes only PID 1's records.
+func runStormFiltered(t testing.TB, count int, interval time.Duration, filtered bool) (stormResult, *collector) {
 	l := listen(t, &taskstats.Config{MinReadInterval: interval})
+	if filtered {
+		if err := l.SetFilter(tgidFilter(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return runStormOn(t, count, nil, l)
+}
+
+func runStormOn(t testing.TB, count int, w *exitWatch, l *taskstats.Listener) (stormResult, *collector) {
 	c := collect(l)
 	p, err := workload.Start(workload.Spec{Storm: &workload.Storm{Count: count}, Timeout: 2 * time.Minute})
 	if err != nil {
