@@ -607,3 +607,35 @@ func TestIntegrationSurvivePwatch(t *testing.T) {
 		waitFor(t, "the guard to remove the emptied cgroup", func() bool { _, err := os.Stat(m[1]); return err != nil })
 	}
 }
+
+func TestIntegrationOrphanInContainer(t *testing.T) {
+	// Measured in issue 12: inside new user and PID namespaces (what every
+	// container gets) the orphaned sleep escaped too. There the connector
+	// is silent, pwatch polls, and is PID 1 of the namespace.
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("skipping: no unshare(1) here")
+	}
+	uid := -1
+	if os.Geteuid() == 0 {
+		uid = nobody
+	}
+	c := pwatchCmd(uid)
+	c.Path = unshare
+	c.Args = []string{"unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc",
+		binPath, "run", "--kill-left", "--grace", "1s", "--", "sh", "-c", "sleep 7 & exit 0"}
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	if err := c.Run(); err != nil {
+		if strings.Contains(stderr.String(), "unshare failed") || strings.Contains(stderr.String(), "unshare:") {
+			t.Skipf("skipping: no user namespaces here: %s", stderr.String())
+		}
+		t.Fatalf("%v; stderr:\n%s", err, stderr.String())
+	}
+	out := stderr.String()
+	if !strings.Contains(out, "poll mode") ||
+		!regexp.MustCompile(`(?m)^pwatch: 1 left behind when the root exited:\n\s+\d+\s+age .*sleep 7`).MatchString(out) ||
+		!strings.Contains(out, "sent SIGTERM to 1") {
+		t.Errorf("the orphan is not reported and killed:\n%s", out)
+	}
+}
