@@ -1,6 +1,7 @@
 package watchman
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -41,13 +42,56 @@ func observe(s *reconcile.Scanner, fs *reconcile.FS, pid int, comm bool, cmdMax 
 	return o
 }
 
-// hostScan is one scan of the whole host, as reconcile read it and as the
-// tracker takes it.
+// hostScan is one look at /proc, as reconcile read it and as the tracker
+// takes it: a scan of the whole host, or a walk of one tree (walk set).
 type hostScan struct {
 	start    time.Time
 	overruns uint64 // the hub's overrun count at start
 	scan     reconcile.Scan
 	entries  []tracker.Entry
+	walk     *reconcile.Walk
+	walkIdx  []int // entries[i] is walk.Results[walkIdx[i]]
+}
+
+// commBytes returns the command name of entries[i], without copying.
+func (hs *hostScan) commBytes(i int) []byte {
+	if hs.walk != nil {
+		return hs.walk.Comm(hs.walkIdx[i])
+	}
+	return hs.scan.CommBytes(i)
+}
+
+// comm returns the command name of entries[i].
+func (hs *hostScan) comm(i int) string { return string(hs.commBytes(i)) }
+
+// fromWalk makes hs the tree's part of /proc as a walk found it: live
+// and exited processes; a member that could not be read is kept as it was
+// (known), since it is not known to be gone. It returns how many could not
+// be read.
+func (hs *hostScan) fromWalk(wk *reconcile.Walk, known map[int]tracker.Entry) (unreadable int) {
+	hs.walk = wk
+	hs.entries, hs.walkIdx = hs.entries[:0], hs.walkIdx[:0]
+	for k := range wk.Results {
+		r := &wk.Results[k]
+		switch r.Status {
+		case reconcile.StatusAlive, reconcile.StatusExited:
+			e := &r.Entry
+			hs.entries = append(hs.entries, tracker.Entry{
+				PID: e.PID, PPID: e.PPID, StartTicks: e.StartTicks, Live: r.Status == reconcile.StatusAlive,
+				State: e.State, Threaded: e.NumThreads > 1,
+			})
+		case reconcile.StatusError:
+			if r.Found {
+				continue
+			}
+			unreadable++
+			hs.entries = append(hs.entries, known[r.PID])
+		default:
+			continue
+		}
+		hs.walkIdx = append(hs.walkIdx, k)
+	}
+	return unreadable
 }
 
 // read scans the host into hs.
@@ -83,7 +127,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 		w.mu.Unlock()
 		return
 	}
-	opt := tracker.ScanOptions{Repair: repair, Name: hs.scan.Comm}
+	opt := tracker.ScanOptions{Repair: repair, Name: hs.comm, Partial: hs.walk != nil}
 	if epochAt != nil {
 		opt.Since = hs.start.Add(-scanMargin)
 		opt.Epoch = epochAt(w.tr)
@@ -96,7 +140,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 	var renamed []tracker.Identity
 	for _, p := range w.tr.Members(nil) {
 		i, ok := w.tr.IndexOf(p.ID.PID)
-		if !ok || hs.start.Before(p.InfoAt) || string(hs.scan.CommBytes(i)) == p.Name && (p.Cmdline != nil || !w.cfg.CaptureCmdline) {
+		if !ok || hs.start.Before(p.InfoAt) || string(hs.commBytes(i)) == p.Name && (p.Cmdline != nil || !w.cfg.CaptureCmdline) {
 			continue
 		}
 		renamed = append(renamed, p.ID)
@@ -127,7 +171,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 			w.tr.Describe(id, o)
 		}
 		w.publishLocked(chs)
-		w.stats.countReconcile(time.Since(start), true)
+		w.stats.countReconcile(time.Since(start), hs.walk == nil)
 	}
 	w.mu.Unlock()
 	if index != nil {
@@ -208,8 +252,10 @@ type repairer struct {
 	scanner *reconcile.Scanner
 	last    *hostScan
 
-	checkMu sync.Mutex // guards checker (tree-local checks)
-	checker *reconcile.Scanner
+	checkMu  sync.Mutex // guards checker, walk and walkScan (tree-local checks)
+	checker  *reconcile.Scanner
+	walk     reconcile.Walk
+	walkScan hostScan
 
 	sched map[*Watcher]*schedule // the loop's only
 }
@@ -283,9 +329,36 @@ func (rp *repairer) run() {
 		case <-rp.stop:
 			return
 		case <-rp.kickc:
-			_ = rp.fullRepair(rp.r.attached(), time.Now(), true)
+			rp.repairAll()
 		case <-timer.C:
 		}
+	}
+}
+
+// repairAll repairs every tree after the kernel dropped events: through
+// a walk of the tree, or, for a tree that is a large part of the host (a
+// walk reads several files per member, a host scan one per process),
+// through one host scan shared by all such trees.
+func (rp *repairer) repairAll() {
+	rp.scanMu.Lock()
+	host := 0
+	if rp.last != nil {
+		host = len(rp.last.entries)
+	}
+	rp.scanMu.Unlock()
+	var big []*Watcher
+	for _, w := range rp.r.attached() {
+		w.mu.Lock()
+		n := w.tr.Len()
+		w.mu.Unlock()
+		if host > 0 && 4*n >= host {
+			big = append(big, w)
+			continue
+		}
+		rp.checkMembers(w)
+	}
+	if len(big) > 0 {
+		_ = rp.fullRepair(big, time.Now(), true)
 	}
 }
 
@@ -326,9 +399,16 @@ func (rp *repairer) fullRepair(ws []*Watcher, since time.Time, repair bool) erro
 		}
 		return err
 	}
+	rp.applyAfterQueued(ws, hs, repair)
+	return nil
+}
+
+// applyAfterQueued has the writer apply hs to each of ws once every event
+// queued until now has been applied, and waits for that.
+func (rp *repairer) applyAfterQueued(ws []*Watcher, hs *hostScan, repair bool) {
 	h := rp.r.h
-	// The overruns since the scan started are the epochs it cannot
-	// vouch for (tracker.ScanOptions.Epoch).
+	// The overruns since the look started are the epochs it cannot vouch
+	// for (tracker.ScanOptions.Epoch).
 	epochAt := func(tr *tracker.Tracker) uint64 {
 		since := h.overruns.Load() - hs.overruns
 		return tr.Epoch() - min(since, tr.Epoch())
@@ -338,7 +418,6 @@ func (rp *repairer) fullRepair(ws []*Watcher, since time.Time, repair bool) erro
 			w.applyScan(hs, repair, epochAt, func(chs []tracker.Change) { wr.index(w, chs) })
 		}
 	})
-	return nil
 }
 
 // afterQueued runs fn on the writer once every event queued until now
@@ -355,54 +434,43 @@ func (rp *repairer) afterQueued(fn func(*writer)) {
 }
 
 // checkMembers is the tree-local reconcile: each member (and the root) is
-// read from /proc; those gone are removed, and those whose first thread's
-// exit awaits a decision get it, once the events queued meanwhile are
-// applied. A member that cannot be read stays, and is counted
-// (WatcherStats.Unreadable).
+// read through its own /proc entry, and its children through its threads'
+// children files (reconcile.Walk), so the check costs O(tree), not
+// O(host). It is applied as a scan of the tree (tracker.ScanOptions
+// Partial), after the events queued while it looked: members gone are
+// removed, children whose fork events were lost join, first-thread exits
+// awaiting a decision get it. A member that cannot be read stays, and is
+// counted (WatcherStats.Unreadable). On a kernel without children files
+// it falls back to a host scan.
 func (rp *repairer) checkMembers(w *Watcher) {
-	start := time.Now()
 	w.mu.Lock()
 	members := w.tr.Members(nil)
-	ids := make([]tracker.Identity, 0, len(members)+1)
-	approx := make(map[int]bool)
-	for _, p := range members {
-		ids = append(ids, p.ID)
-		if p.Approx {
-			approx[p.ID.PID] = true
+	if !w.cfg.IncludeRoot {
+		if p, ok := w.tr.Member(w.root.PID); ok {
+			members = append(members, p)
 		}
 	}
-	if !w.cfg.IncludeRoot && w.tr.RootAlive() {
-		ids = append(ids, tracker.Identity(w.root))
+	ms := make([]reconcile.Member, len(members))
+	known := make(map[int]tracker.Entry, len(members))
+	for i, p := range members {
+		ms[i] = reconcile.Member{PID: p.ID.PID, StartTicks: p.ID.StartTicks, Approx: p.Approx}
+		known[p.ID.PID] = tracker.Entry{PID: p.ID.PID, PPID: p.PPID, StartTicks: p.ID.StartTicks, Live: true, State: p.State, Threaded: p.Threaded}
 	}
 	w.mu.Unlock()
 
 	rp.checkMu.Lock()
-	var gone []tracker.Identity
-	var obs []tracker.Observation
-	unreadable := 0
-	for _, id := range ids {
-		o := observe(rp.checker, nil, id.PID, false, 0)
-		switch {
-		case o.Seen == tracker.SeenUnknown:
-			unreadable++
-		case !o.Is(id, approx[id.PID]):
-			gone = append(gone, id)
-		}
-		obs = append(obs, o)
+	defer rp.checkMu.Unlock()
+	hs := &rp.walkScan
+	hs.start, hs.overruns = time.Now(), rp.r.h.overruns.Load()
+	rp.walk.SameStart = tracker.SameStart
+	err := rp.checker.Walk(&rp.walk, ms)
+	if errors.Is(err, reconcile.ErrNoChildrenFiles) {
+		_ = rp.fullRepair([]*Watcher{w}, time.Now(), true)
+		return
 	}
-	rp.checkMu.Unlock()
-
-	rp.afterQueued(func(wr *writer) {
-		now := time.Now()
-		wr.apply(w, func(tr *tracker.Tracker) {
-			tr.ConfirmExits(obs, now)
-			for _, id := range gone {
-				tr.ConfirmGone(id, now)
-			}
-		})
-	})
+	unreadable := hs.fromWalk(&rp.walk, known)
+	rp.applyAfterQueued([]*Watcher{w}, hs, true)
 	w.mu.Lock()
 	w.stats.Unreadable = unreadable
-	w.stats.countReconcile(time.Since(start), false)
 	w.mu.Unlock()
 }

@@ -65,6 +65,9 @@ type ScanOptions struct {
 	// fork event added after it (Proc.FirstSeen) may be missing from it and
 	// are not judged.
 	Since time.Time
+	// Partial says the entries show only part of the host (a walk of the
+	// tree): removed identities they do not show are not forgotten.
+	Partial bool
 	// Name, if set, gives the command name of entries[i] for a process the
 	// scan adds, before the addition is logged.
 	Name func(i int) string
@@ -222,9 +225,11 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 		}
 	}
 
-	for id := range t.gone {
-		if i, ok := t.index[id.PID]; !ok || entries[i].StartTicks != id.StartTicks {
-			delete(t.gone, id)
+	if !opt.Partial {
+		for id := range t.gone {
+			if i, ok := t.index[id.PID]; !ok || entries[i].StartTicks != id.StartTicks {
+				delete(t.gone, id)
+			}
 		}
 	}
 	return r

@@ -16,8 +16,9 @@ const BootTime = 1700000000
 
 // Tree is a fake /proc in a temporary directory.
 type Tree struct {
-	t    testing.TB
-	root string
+	t     testing.TB
+	root  string
+	procs map[int]Proc
 }
 
 // Proc is one fake process.
@@ -34,7 +35,7 @@ type Proc struct {
 func New(t testing.TB) *Tree {
 	t.Helper()
 	root := t.TempDir()
-	tr := &Tree{t: t, root: root}
+	tr := &Tree{t: t, root: root, procs: make(map[int]Proc)}
 	tr.write("stat", fmt.Sprintf("cpu  1 2 3 4\nbtime %d\n", BootTime))
 	tr.write("sys/kernel/pid_max", "32768\n")
 	return tr
@@ -63,6 +64,27 @@ func (tr *Tree) Set(ps ...Proc) {
 			cmd = strings.Join(p.Cmdline, "\x00") + "\x00"
 		}
 		tr.write(filepath.Join(dir, "cmdline"), cmd)
+		tr.procs[p.PID] = p
+	}
+	tr.writeChildren()
+}
+
+// writeChildren writes each process's task/PID/children (the kernel's
+// format: the children's PIDs, each followed by a space), from the PPIDs;
+// all children are listed under the first thread.
+func (tr *Tree) writeChildren() {
+	kids := make(map[int][]int)
+	for _, p := range tr.procs {
+		kids[p.PPID] = append(kids[p.PPID], p.PID)
+	}
+	for pid := range tr.procs {
+		var b strings.Builder
+		for _, k := range kids[pid] {
+			b.WriteString(strconv.Itoa(k))
+			b.WriteByte(' ')
+		}
+		dir := strconv.Itoa(pid)
+		tr.write(filepath.Join(dir, "task", dir, "children"), b.String())
 	}
 }
 
@@ -73,7 +95,9 @@ func (tr *Tree) Remove(pids ...int) {
 		if err := os.RemoveAll(filepath.Join(tr.root, strconv.Itoa(pid))); err != nil {
 			tr.t.Fatal(err)
 		}
+		delete(tr.procs, pid)
 	}
+	tr.writeChildren()
 }
 
 func (tr *Tree) write(name, content string) {
@@ -82,7 +106,13 @@ func (tr *Tree) write(name, content string) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		tr.t.Fatal(err)
 	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+	// Readers run concurrently: a file is replaced whole, never seen half
+	// written.
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		tr.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
 		tr.t.Fatal(err)
 	}
 }
