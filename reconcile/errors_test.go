@@ -47,6 +47,7 @@ func TestProcErrorIs(t *testing.T) {
 // than ENOENT in a fake root, as root does not get EACCES: none of them may
 // come back as gone.
 func TestReadErrorsAreNotGone(t *testing.T) {
+	checkNoFDLeak(t)
 	fs, root := tempProcRoot(t, map[string]string{
 		"11/stat":                 "11 (x) S 1 garbage\n",
 		"1/task/1/children":       "",

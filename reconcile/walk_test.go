@@ -38,6 +38,7 @@ func TestHasChildrenFiles(t *testing.T) {
 }
 
 func TestChildrenFake(t *testing.T) {
+	checkNoFDLeak(t)
 	sc := fakeFS(t).NewScanner()
 	tests := []struct {
 		pid  int
@@ -85,6 +86,7 @@ func walkRows(w *Walk) []walkRow {
 }
 
 func TestWalkFake(t *testing.T) {
+	checkNoFDLeak(t)
 	sc := fakeFS(t).NewScanner()
 	var w Walk
 	members := []Member{
@@ -394,4 +396,34 @@ func TestWalkExitMidWalk(t *testing.T) {
 	if r := w.Results[0]; r.Status != StatusExited || r.Entry.State != 'Z' {
 		t.Errorf("killed, unreaped child: %v, state %c", r.Status, r.Entry.State)
 	}
+}
+
+func FuzzAppendPIDList(f *testing.F) {
+	f.Add([]byte("12 34 56 "))
+	f.Add([]byte("1\n"))
+	f.Add([]byte(""))
+	f.Add([]byte("0 "))
+	f.Add([]byte("99999999999999999999 "))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := appendPIDList([]int{-1}, b)
+		if got[0] != -1 {
+			t.Fatalf("dst's own elements changed: %v", got)
+		}
+		if err != nil {
+			return
+		}
+		// What parses prints back to the same numbers.
+		var again []byte
+		for _, p := range got[1:] {
+			if p <= 0 {
+				t.Fatalf("accepted pid %d from %q", p, b)
+			}
+			again = strconv.AppendInt(again, int64(p), 10)
+			again = append(again, ' ')
+		}
+		back, err := appendPIDList(nil, again)
+		if err != nil || !slices.Equal(back, got[1:]) {
+			t.Fatalf("%q parsed to %v, which reparses to %v, %v", b, got[1:], back, err)
+		}
+	})
 }
