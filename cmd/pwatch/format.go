@@ -248,7 +248,7 @@ func writeSummary(w io.Writer, s *summary) {
 		root = fmt.Sprintf("%s (pid %d)", escape(s.Root.name), s.Root.id.PID)
 		switch {
 		case s.RootEnded && s.Root.exited:
-			fmt.Fprintf(&b, "pwatch: %s %s after %s\n", root, endText(&s.Root.exit), fmtDuration(s.Root.lifetime(time.Time{})))
+			fmt.Fprintf(&b, "pwatch: %s %s after %s%s\n", root, endText(&s.Root.exit), fmtDuration(s.Root.lifetime(time.Time{})), usageText(s.Root))
 		case s.RootEnded:
 			fmt.Fprintf(&b, "pwatch: %s has ended\n", root)
 		default:
@@ -345,6 +345,17 @@ func countText(s *summary) string {
 		return n + " (root included)"
 	}
 	return fmt.Sprintf("%s (%d there at the start)", n, s.AtStart)
+}
+
+// usageText is the CPU time wait4 reported for p, when pwatch reaped it:
+// its own and that of the descendants it waited for. (Its peak RSS, in
+// the reap line, would be the launcher's for a small COMMAND.)
+func usageText(p *proc) string {
+	if !p.reaped {
+		return ""
+	}
+	return fmt.Sprintf(" (CPU %s user, %s system, with the children it waited for)",
+		fmtDuration(time.Duration(p.rusage.UserNS)), fmtDuration(time.Duration(p.rusage.SystemNS)))
 }
 
 // endText says how the root ended: "exited with status 7", "was killed by

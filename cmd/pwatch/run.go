@@ -354,6 +354,12 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 	if s.mode == watchman.ModePoll {
 		notes = append(notes, fmt.Sprintf("poll mode: a process that lived less than --poll-interval (%v) and was reaped by its own parent is not seen; orphans came back to pwatch and are all counted (%d reaped by pwatch)",
 			of.pollInterval, kids.reaped))
+	} else if kids.reaped > 0 {
+		what := "orphans came back to pwatch and were reaped"
+		if kids.reaped == 1 {
+			what = "orphan came back to pwatch and was reaped"
+		}
+		notes = append(notes, fmt.Sprintf("%d %s (reap lines in --events)", kids.reaped, what))
 	}
 	if killFailed {
 		notes = append(notes, fmt.Sprintf("could not kill the whole tree: %d processes outlived %d rounds of SIGKILL in %v (exit status %d)",
