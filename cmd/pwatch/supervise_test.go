@@ -284,6 +284,28 @@ func TestIntegrationTimeout(t *testing.T) {
 	}
 }
 
+// startLogged starts c with its stderr in a file of dir (not a pipe: the
+// processes that outlive pwatch would hold it), kills it at the end of the
+// test, and returns what it has written so far.
+func startLogged(t *testing.T, c *exec.Cmd, dir string) func() string {
+	t.Helper()
+	errPath := filepath.Join(dir, "stderr")
+	errFile, err := os.Create(errPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { errFile.Close() })
+	c.Stderr = errFile
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Process.Kill()
+		c.Wait()
+	})
+	return func() string { return string(readFile(t, errPath)) }
+}
+
 func TestIntegrationKilledPwatch(t *testing.T) {
 	// pwatch itself is SIGKILLed mid-run: what it wrote is complete
 	// (lines, and a trace that parses once "]" is appended), and COMMAND
@@ -296,19 +318,7 @@ func TestIntegrationKilledPwatch(t *testing.T) {
 			events, trace := filepath.Join(dir, "e.jsonl"), filepath.Join(dir, "t.json")
 			args := append([]string{"run", "--events", events, "--trace", trace}, sv.args...)
 			c := pwatchCmd(sv.uid, append(args, "--", "sh", "-c", `sh -c 'exit 3'; sleep 30 & sleep 31`, mark)...)
-			// A file, not a pipe: the sleeps that outlive pwatch hold it.
-			errPath := filepath.Join(dir, "stderr")
-			errFile, err := os.Create(errPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer errFile.Close()
-			c.Stderr = errFile
-			if err := c.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer c.Process.Kill()
-			stderr := func() string { return string(readFile(t, errPath)) }
+			stderr := startLogged(t, c, dir)
 			// Wait until the sleeps' execs are on disk, then kill pwatch.
 			waitFor(t, "both sleeps in --events", func() bool {
 				b, _ := os.ReadFile(events)
@@ -574,17 +584,7 @@ func TestIntegrationSurvivePwatch(t *testing.T) {
 	dir := sharedDir(t)
 	events := filepath.Join(dir, "e.jsonl")
 	c := exec.Command(binPath, "run", "--survive-pwatch", "--events", events, "--", "sh", "-c", `sleep 30; exit 0`, mark)
-	errPath := filepath.Join(dir, "stderr")
-	errFile, err := os.Create(errPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errFile.Close()
-	c.Stderr = errFile
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Process.Kill()
+	stderr := startLogged(t, c, dir)
 	waitFor(t, "the sleep in --events", func() bool {
 		b, _ := os.ReadFile(events)
 		return bytes.Contains(b, []byte(`"cmdline":["sleep","30"]`))
@@ -598,7 +598,7 @@ func TestIntegrationSurvivePwatch(t *testing.T) {
 		t.Fatalf("COMMAND did not survive pwatch: %v", left)
 	}
 	syscall.Kill(left[0], syscall.SIGKILL)
-	if m := regexp.MustCompile(`containment: cgroup (\S+)`).FindStringSubmatch(string(readFile(t, errPath))); m != nil {
+	if m := regexp.MustCompile(`containment: cgroup (\S+)`).FindStringSubmatch(stderr()); m != nil {
 		for _, l := range readJSONL(t, readFile(t, events)) {
 			if l.Comm == "sleep" {
 				syscall.Kill(l.PID, syscall.SIGKILL)
