@@ -163,12 +163,18 @@ const DefaultMaxPending = 65536
 // record as a whole process.
 type Aggregator struct {
 	// MaxPending bounds the processes with exited threads but a live
-	// last task that the Aggregator remembers; beyond it the oldest is
-	// forgotten and counted in Evicted. Zero means DefaultMaxPending.
+	// last task that the Aggregator remembers; beyond it the one first
+	// seen longest ago is forgotten and counted in Evicted. Zero means
+	// DefaultMaxPending.
 	MaxPending int
 
 	pending map[int32]*partial
 	seq     uint64
+	// order lists pending processes by first record (tgid and the seq of
+	// that record); entries of completed or evicted processes are
+	// skipped lazily.
+	order []orderEntry
+	head  int
 	// awaiting is the process whose FlagGroupDead record was added and
 	// whose KindTGID aggregate must come next.
 	awaiting *partial
@@ -179,6 +185,11 @@ type Aggregator struct {
 type partial struct {
 	u    Usage
 	last Record
+	seq  uint64 // seq of the first record
+}
+
+type orderEntry struct {
+	tgid int32
 	seq  uint64
 }
 
@@ -222,12 +233,12 @@ func (a *Aggregator) Add(r *Record) (Usage, bool) {
 		if a.pending == nil {
 			a.pending = make(map[int32]*partial)
 		}
-		p = &partial{}
+		a.seq++
+		p = &partial{seq: a.seq}
 		a.pending[r.TGID] = p
+		a.order = append(a.order, orderEntry{r.TGID, a.seq})
 		a.evict()
 	}
-	a.seq++
-	p.seq = a.seq
 	p.u.add(r)
 	if !r.GroupDead() {
 		return Usage{}, false
@@ -242,23 +253,32 @@ func (a *Aggregator) Add(r *Record) (Usage, bool) {
 	return p.u, true
 }
 
-// evict forgets the least recently fed processes beyond MaxPending.
+// evict forgets the processes first seen longest ago beyond MaxPending,
+// and compacts the order queue. Each call costs O(1) amortised.
 func (a *Aggregator) evict() {
 	limit := a.MaxPending
 	if limit <= 0 {
 		limit = DefaultMaxPending
 	}
-	for len(a.pending) > limit {
-		var oldest int32
-		var seq uint64
-		first := true
-		for tgid, p := range a.pending {
-			if first || p.seq < seq {
-				oldest, seq, first = tgid, p.seq, false
+	for len(a.pending) > limit && a.head < len(a.order) {
+		e := a.order[a.head]
+		a.head++
+		if p := a.pending[e.tgid]; p != nil && p.seq == e.seq {
+			delete(a.pending, e.tgid)
+			a.evicted++
+		}
+	}
+	// Drop the entries of completed processes once they outnumber the
+	// live ones, so the queue stays within a constant factor of pending.
+	if len(a.order)-a.head > 2*len(a.pending)+64 {
+		j := 0
+		for _, e := range a.order[a.head:] {
+			if p := a.pending[e.tgid]; p != nil && p.seq == e.seq {
+				a.order[j] = e
+				j++
 			}
 		}
-		delete(a.pending, oldest)
-		a.evicted++
+		a.order, a.head = a.order[:j], 0
 	}
 }
 
@@ -279,6 +299,7 @@ func (a *Aggregator) Strays() uint64 { return a.strays }
 // in which their last records may have been lost.
 func (a *Aggregator) Reset() {
 	clear(a.pending)
+	a.order, a.head = a.order[:0], 0
 	a.awaiting = nil
 }
 
