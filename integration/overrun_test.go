@@ -11,6 +11,7 @@ import (
 
 	"github.com/process-watchman/watchman"
 	"github.com/process-watchman/watchman/internal/workload"
+	"github.com/process-watchman/watchman/reconcile"
 )
 
 // longLived is the number of long-lived children in overrunSpec: after a
@@ -348,4 +349,88 @@ func TestIntegrationOverrunWatcherStopped(t *testing.T) {
 			wp.stop(t)
 		})
 	}
+}
+
+// envOverrunStop enables TestIntegrationOverrunStopRecovery, a measurement
+// that scripts/overrun.sh runs (10 times) for RELIABILITY.md: it makes
+// 15,000 processes and stops a watcher for 2.5 s.
+const envOverrunStop = "PWATCH_OVERRUN_STOP"
+
+// TestIntegrationOverrunStopRecovery stops a watcher process with SIGSTOP
+// for 2.5 s while a root forks 15,000 long-lived children (3,000 a
+// second, so the fan goes on forking after SIGCONT), and measures how long
+// after SIGCONT the watcher's live set is exact: every child /proc showed
+// before the watcher's report is in it, and nothing /proc did not show
+// after it. It asserts the live set becomes exact (never a time), and logs
+// "recovered in D" for the script.
+func TestIntegrationOverrunStopRecovery(t *testing.T) {
+	if os.Getenv(envOverrunStop) == "" {
+		t.Skip("a measurement of 15,000 processes: run scripts/overrun.sh (sets " + envOverrunStop + "=1)")
+	}
+	requireConnector(t)
+	const children = 15000
+	p := startWorkload(t, workload.Spec{
+		Storm:   &workload.Storm{Count: children, Lifetime: 10 * time.Minute, Rate: 3000},
+		Timeout: 15 * time.Minute,
+	})
+	wp := startWatchProc(t, watchProcSpec{Root: p.PID(), Watchers: 1})
+	fs, err := reconcile.NewFS("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := fs.NewScanner()
+	truth := func() []int {
+		kids, err := sc.Children(p.PID(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(kids)
+		return kids
+	}
+	if err := p.Go(); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(30*time.Second, func() bool { return len(truth()) >= 3000 }) {
+		t.Fatal("the fan does not start")
+	}
+	pid := wp.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	atStop := len(truth())
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	cont := time.Now()
+	var live, before, after []int
+	exact := func() bool {
+		before = truth()
+		live = wp.report(t, "report").Watchers[0].Live
+		after = truth()
+		if os.Getenv("PWATCH_DEBUG") != "" {
+			t.Logf("%v: before %d live %d after %d", time.Since(cont).Round(time.Millisecond), len(before), len(live), len(after))
+		}
+		return subset(before, live) && subset(live, after)
+	}
+	if !eventually(60*time.Second, exact) {
+		t.Fatalf("the live set never became exact: %d live, /proc %d..%d", len(live), len(before), len(after))
+	}
+	took := time.Since(cont)
+	drops, _ := kernelDrops(t, pid)
+	rep := wp.report(t, "report")
+	t.Logf("recovered in %v: %d children at SIGCONT, %d live when exact (fan still forking: %v); kernel drops %d, overruns %d, repairs %d",
+		took.Round(time.Millisecond), atStop, len(live), len(after) < children, drops, rep.Hubs[0].Overruns, rep.Watchers[0].Repairs)
+	killWorkload(t, p)
+	wp.stop(t)
+}
+
+// subset reports whether every element of a (sorted) is in b (sorted).
+func subset(a, b []int) bool {
+	for _, x := range a {
+		if _, ok := slices.BinarySearch(b, x); !ok {
+			return false
+		}
+	}
+	return true
 }

@@ -39,9 +39,11 @@ func fuzzOps(t testing.TB, ops []byte) {
 		// that exited never shows again.
 		host := map[int]Identity{root.PID: root}
 		dead := map[Identity]bool{}
-		var deferred *ScanResult
-		var suspects []Identity
-		var cands []Candidate
+		// A scan read at one op and applied at a later one, as the hub
+		// applies scans behind a barrier.
+		var pending []Entry
+		var pendingAt time.Time
+		havePending := false
 		at := t0
 		tick := uint64(10)
 		observe := func(pid int) Observation {
@@ -92,22 +94,16 @@ func fuzzOps(t testing.TB, ops []byte) {
 				tr.Exec(a, &o, at, 0)
 			case 4: // an immediate scan of the host
 				tr.ApplyScan(fuzzHost(host, ops[i+1:]), at, ScanOptions{Repair: true, Epoch: tr.Epoch()})
-			case 5: // a deferred scan: confirmed later
-				r := tr.ApplyScan(fuzzHost(host, ops[i+1:]), at, ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true, Epoch: tr.Epoch()})
-				deferred = r
-				suspects = append(suspects[:0], r.Suspects...)
-				cands = append(cands[:0], r.Candidates...)
-			case 6: // the deferred scan's confirmation
-				if deferred == nil {
+			case 5: // a scan read now, applied later
+				pending, pendingAt, havePending = fuzzHost(host, ops[i+1:]), at, true
+			case 6: // the late application, after the events since
+				if !havePending {
 					break
 				}
-				for _, id := range suspects {
-					tr.ConfirmGone(id, at)
-				}
-				for _, c := range cands {
-					tr.AddFound(c, at)
-				}
-				deferred = nil
+				// What exited since the read must not come back: the
+				// tracker's gone record is what protects it.
+				tr.ApplyScan(pending, pendingAt, ScanOptions{Repair: true, Since: pendingAt, Partial: ops[i]&0x10 != 0})
+				havePending = false
 			case 7:
 				tr.Overrun()
 			case 8: // a confirmation of every pending exit

@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"slices"
 	"testing"
 	"time"
 )
@@ -54,13 +53,11 @@ func TestExecFromNonFirstThreadKeepsRealStatus(t *testing.T) {
 func TestRepairKeepsLineageOfScan(t *testing.T) {
 	tr := New(id(100, 1), Config{}, t0)
 	tr.Fork(100, id(101, 10), false, t0, 0, nil)
-	r := tr.ApplyScan([]Entry{live(100, 1, 1), live(101, 100, 10), live(105, 101, 15)}, t0,
-		ScanOptions{Repair: true, DeferRemovals: true, DeferAdditions: true})
-	cands := slices.Clone(r.Candidates)
-	tr.ExitTask(101, 101, 0, 0, t0, 0)
-	for _, c := range cands {
-		tr.AddFound(c, t0)
-	}
+	// The scan read 101 and its child 105; 101's exit event is applied
+	// before the scan.
+	scan := []Entry{live(100, 1, 1), live(101, 100, 10), live(105, 101, 15)}
+	tr.ExitTask(101, 101, 0, 0, t0.Add(time.Second), 0)
+	tr.ApplyScan(scan, t0, ScanOptions{Repair: true, Since: t0})
 	p, ok := tr.Member(105)
 	if !ok || p.Depth != 2 || p.Parent != 101 {
 		t.Fatalf("105 after its parent exited: %+v %v", p, ok)
@@ -99,10 +96,7 @@ func TestForkFromReusedPIDOfUnconfirmedMember(t *testing.T) {
 func TestLateExitEventUpgradesStatus(t *testing.T) {
 	tr := New(id(100, 1), Config{Tombstones: 4}, t0)
 	tr.Fork(100, id(101, 10), false, t0, 0, nil)
-	r := tr.ApplyScan([]Entry{live(100, 1, 1)}, t0, ScanOptions{Repair: true, DeferRemovals: true})
-	for _, s := range slices.Clone(r.Suspects) {
-		tr.ConfirmGone(s, t0)
-	}
+	tr.ApplyScan([]Entry{live(100, 1, 1)}, t0, ScanOptions{Repair: true})
 	tr.DrainChanges(nil)
 	tr.ExitTask(101, 101, 0, 3<<8, t0.Add(time.Second), 5)
 	ch := tr.DrainChanges(nil)

@@ -48,16 +48,10 @@ const (
 // ScanOptions says how ApplyScan treats what it finds.
 type ScanOptions struct {
 	// Repair counts the changes in Changes.Repairs: an event-driven
-	// tracker should have had them already.
+	// tracker should have had them already. The caller applies the scan
+	// after every event queued when it started reading (a barrier), so
+	// the scan sees no less than the events did.
 	Repair bool
-	// DeferRemovals does not remove members the scan shows gone, but lists
-	// them in ScanResult.Suspects: their exit events may still be queued,
-	// and carry the exit status. The caller calls ConfirmGone later.
-	DeferRemovals bool
-	// DeferAdditions does not add the descendants the scan finds, but lists
-	// them in ScanResult.Candidates: their fork events may still be queued.
-	// The caller calls AddFound later.
-	DeferAdditions bool
 	// Epoch is the tracker's Epoch when the scan started: members the scan
 	// shows alive are confirmed as of then (see Overrun).
 	Epoch uint64
@@ -73,33 +67,20 @@ type ScanOptions struct {
 	Name func(i int) string
 }
 
-// Candidate is a process a deferred scan found under a member, with the
-// lineage the scan showed: Entry.PPID was a member (or another candidate)
-// when the scan read it, at generation Depth-1.
-type Candidate struct {
-	Entry
-	Depth int
-}
-
-// ScanResult is what ApplyScan did or left to the caller. Its slices are
-// reused by the next call.
+// ScanResult is what ApplyScan did. Its slices are reused by the next
+// call.
 type ScanResult struct {
 	// Added holds the indexes in the entries of the processes added.
 	Added []int
 	// Removed holds the members removed.
 	Removed []Identity
-	// Suspects holds the members the scan did not show alive, with
-	// DeferRemovals.
-	Suspects []Identity
-	// Candidates holds the processes that would join, parents before their
-	// children, with DeferAdditions.
-	Candidates []Candidate
 }
 
 // ApplyScan reconciles the tree with a complete scan of the host taken at
 // time at. Members the scan does not show alive are removed (their exits are
-// not Known); live processes whose parent is a member join, and so do their
-// descendants. Both may be deferred to the caller (ScanOptions).
+// not Known until an exit event upgrades them); live processes whose parent
+// is a member, or a member removed since the scan read it, join, and so do
+// their descendants.
 //
 // Scans are assumed consistent with time: a process a scan showed gone, or
 // that exited, never shows again in a later scan.
@@ -107,7 +88,7 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 	clear(t.index)
 	clear(t.status)
 	r := &t.result
-	r.Added, r.Removed, r.Suspects, r.Candidates = r.Added[:0], r.Removed[:0], r.Suspects[:0], r.Candidates[:0]
+	r.Added, r.Removed = r.Added[:0], r.Removed[:0]
 	for i := range entries {
 		t.index[entries[i].PID] = int32(i)
 	}
@@ -126,16 +107,11 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 			p.confirmed = max(p.confirmed, opt.Epoch)
 			continue
 		}
-		if opt.DeferRemovals {
-			r.Suspects = append(r.Suspects, p.ID)
-			continue
-		}
 		r.Removed = append(r.Removed, p.ID)
 		t.removeFound(p, at, opt.Repair)
 	}
 
 	// Live non-members whose ancestry reaches a member join, top down.
-	clear(t.candDepth)
 	for i := range entries {
 		e := &entries[i]
 		if t.status[e.PID] != unknown || t.IsMember(e.PID) {
@@ -171,8 +147,6 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 				if s == isMember {
 					if p, ok := t.members[c.PPID]; ok {
 						parentDepth = p.Depth
-					} else {
-						parentDepth = t.candDepth[c.PPID]
 					}
 				}
 				break
@@ -194,32 +168,27 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 		for k := len(t.chain) - 1; k >= 0; k-- {
 			c := &entries[t.chain[k]]
 			depth := parentDepth + 1
-			if opt.DeferAdditions {
-				r.Candidates = append(r.Candidates, Candidate{Entry: *c, Depth: depth})
-				t.candDepth[c.PID] = depth
-			} else {
-				if !t.canAdd(depth) {
-					for _, ci := range t.chain[:k+1] {
-						t.status[entries[ci].PID] = notMember
-					}
-					break
+			if !t.canAdd(depth) {
+				for _, ci := range t.chain[:k+1] {
+					t.status[entries[ci].PID] = notMember
 				}
-				p := &Proc{
-					ID:        Identity{PID: c.PID, StartTicks: c.StartTicks},
-					PPID:      c.PPID,
-					Parent:    c.PPID,
-					Depth:     depth,
-					State:     c.State,
-					Threaded:  c.Threaded,
-					FirstSeen: at,
-					InfoAt:    at,
-				}
-				if opt.Name != nil {
-					p.Name = opt.Name(int(t.chain[k]))
-				}
-				t.add(p, opt.Repair, 0)
-				r.Added = append(r.Added, int(t.chain[k]))
+				break
 			}
+			p := &Proc{
+				ID:        Identity{PID: c.PID, StartTicks: c.StartTicks},
+				PPID:      c.PPID,
+				Parent:    c.PPID,
+				Depth:     depth,
+				State:     c.State,
+				Threaded:  c.Threaded,
+				FirstSeen: at,
+				InfoAt:    at,
+			}
+			if opt.Name != nil {
+				p.Name = opt.Name(int(t.chain[k]))
+			}
+			t.add(p, opt.Repair, 0)
+			r.Added = append(r.Added, int(t.chain[k]))
 			t.status[c.PID] = isMember
 			parentDepth = depth
 		}
@@ -241,20 +210,6 @@ func (t *Tracker) IndexOf(pid int) (int, bool) {
 	return int(i), ok
 }
 
-// ConfirmGone removes member id, which a deferred scan or check showed
-// gone, once every event queued when it looked has been applied: if no
-// event removed it meanwhile, its exit event was lost (or is late, and
-// then upgrades the status; see ExitTask). It counts as a repair and
-// reports whether it removed anything.
-func (t *Tracker) ConfirmGone(id Identity, at time.Time) bool {
-	p, ok := t.members[id.PID]
-	if !ok || p.ID != id {
-		return false
-	}
-	t.removeFound(p, at, true)
-	return true
-}
-
 // removeFound removes a member that /proc showed gone. A process whose
 // first thread's exit was seen ends with that status, as far as it goes.
 func (t *Tracker) removeFound(p *Proc, at time.Time, repair bool) {
@@ -264,40 +219,6 @@ func (t *Tracker) removeFound(p *Proc, at time.Time, repair bool) {
 		repair = false
 	}
 	t.remove(p, x, repair)
-}
-
-// AddFound adds a process that a deferred scan found, once every event
-// queued when it looked has been applied, unless an event added it
-// meanwhile or it exited since. It keeps the lineage the scan saw: the
-// parent may have exited since (the process is then an orphan of the
-// tree, and still a member). It counts as a repair and returns the new
-// member, or nil.
-func (t *Tracker) AddFound(c Candidate, at time.Time) *Proc {
-	if _, ok := t.members[c.PID]; ok {
-		return nil
-	}
-	id := Identity{PID: c.PID, StartTicks: c.StartTicks}
-	if _, ok := t.gone[id]; ok {
-		return nil
-	}
-	depth := c.Depth
-	if parent, ok := t.members[c.PPID]; ok {
-		depth = parent.Depth + 1
-	}
-	if depth < 1 || !t.canAdd(depth) {
-		return nil
-	}
-	p := &Proc{
-		ID:        id,
-		PPID:      c.PPID,
-		Parent:    c.PPID,
-		Depth:     depth,
-		State:     c.State,
-		Threaded:  c.Threaded,
-		FirstSeen: at,
-	}
-	t.add(p, true, 0)
-	return p
 }
 
 // PruneGone forgets the identities removed before the given time. The record

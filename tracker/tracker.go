@@ -211,11 +211,10 @@ type Tracker struct {
 	gone map[Identity]goneRec
 
 	// scan scratch, reused
-	index     map[int]int32
-	status    map[int]int8
-	candDepth map[int]int
-	chain     []int32
-	result    ScanResult
+	index  map[int]int32
+	status map[int]int8
+	chain  []int32
+	result ScanResult
 }
 
 // New returns a tracker whose root is the given live process, found at time
@@ -228,7 +227,6 @@ func New(root Identity, cfg Config, at time.Time) *Tracker {
 		members:   make(map[int]*Proc),
 		index:     make(map[int]int32),
 		status:    make(map[int]int8),
-		candDepth: make(map[int]int),
 		gone:      make(map[Identity]goneRec),
 
 		provisional: make(map[int]provisional),
