@@ -158,10 +158,7 @@ func (r *recorder) view(id watchman.Identity, name string, cmdline []string) (st
 	if r.command == nil || id != r.root {
 		return name, cmdline
 	}
-	// Before its exec the launcher is a copy of pwatch: pwatch's name,
-	// and pwatch's command line or its own.
-	launcher := name == r.launcherName || len(cmdline) > 1 && cmdline[1] == gateArg ||
-		len(cmdline) == 0 && (name == "" || name == r.commandName)
+	launcher := r.isLauncher(name, cmdline) || len(cmdline) == 0 && (name == "" || name == r.commandName)
 	if launcher || sameCommand(cmdline, r.command) {
 		if launcher {
 			name = r.commandName
@@ -172,6 +169,19 @@ func (r *recorder) view(id watchman.Identity, name string, cmdline []string) (st
 		return name, r.command
 	}
 	return name, cmdline
+}
+
+// isLauncher says whether name and cmdline are those of pwatch's launcher
+// before it execs COMMAND: a copy of pwatch (pwatch's name, and pwatch's
+// command line or its own).
+func (r *recorder) isLauncher(name string, cmdline []string) bool {
+	return r.command != nil && (name == r.launcherName || len(cmdline) > 1 && cmdline[1] == gateArg)
+}
+
+// launcherExec says whether ev is the exec of pwatch's launcher (pwatch
+// re-executing itself before it execs COMMAND), which is not COMMAND's.
+func (r *recorder) launcherExec(ev *watchman.Event) bool {
+	return ev.Type == watchman.EventExec && ev.Process == r.root && r.isLauncher(ev.Name, ev.Cmdline)
 }
 
 // sameCommand says whether got is exact, as the kernel's command line

@@ -118,6 +118,9 @@ func (s *session) startTrace() {
 
 // handle processes one event.
 func (s *session) handle(ev *watchman.Event) {
+	if s.rec.launcherExec(ev) {
+		return
+	}
 	p := s.rec.apply(ev)
 	if p == nil && ev.Type != watchman.EventLost {
 		return // pwatch itself
