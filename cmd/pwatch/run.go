@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -136,6 +137,8 @@ type runner struct {
 	cgNote string
 	// guard is the link to the cgroup's guard (see guardMain), or nil.
 	guard *os.File
+	// unlock releases the thread that started COMMAND (startLocked).
+	unlock func()
 }
 
 // contain makes the cgroup COMMAND starts in, as --cgroup says, and starts
@@ -244,6 +247,11 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 		return err
 	}
 	child, err := r.startCommand(path, args)
+	defer func() {
+		if r.unlock != nil {
+			r.unlock()
+		}
+	}()
 	if err != nil {
 		s.finish(time.Now())
 		r.removeCgroup()
@@ -403,14 +411,48 @@ func (r *runner) startCommand(path string, args []string) (*gatedChild, error) {
 		attr.UseCgroupFD, attr.CgroupFD = true, r.cg.fd
 	}
 	a := r.s.a
-	child, err := startGated(path, args, os.Stdin, a.stdout, a.stderr, attr)
+	start := func() (*gatedChild, error) {
+		return r.startLocked(func() (*gatedChild, error) {
+			return startGated(path, args, os.Stdin, a.stdout, a.stderr, attr)
+		})
+	}
+	child, err := start()
 	if err != nil && r.cg != nil && r.ro.cgroup == cgroupAuto {
 		r.cgNote = fmt.Sprintf("starting in %s: %v", r.cg.dir, err)
 		r.removeCgroup()
 		attr.UseCgroupFD, attr.CgroupFD = false, 0
-		child, err = startGated(path, args, os.Stdin, a.stdout, a.stderr, attr)
+		child, err = start()
 	}
 	return child, err
+}
+
+// startLocked runs start on an OS thread that stays alive, locked, until
+// the run ends (r.unlock): the kernel sends the parent-death signal when
+// the thread that forked the child exits, not the process, and the Go
+// runtime may end threads.
+func (r *runner) startLocked(start func() (*gatedChild, error)) (*gatedChild, error) {
+	type result struct {
+		c   *gatedChild
+		err error
+	}
+	done := make(chan result)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		c, err := start()
+		done <- result{c, err}
+		<-release
+		runtime.UnlockOSThread()
+	}()
+	res := <-done
+	prev := r.unlock
+	r.unlock = func() {
+		close(release)
+		if prev != nil {
+			prev()
+		}
+	}
+	return res.c, res.err
 }
 
 // sayContainment prints how the tree is contained.
