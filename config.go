@@ -75,6 +75,12 @@ type Config struct {
 	// zero means no background scans: the tree is scanned at Attach and at
 	// every Poll. A negative value disables background checks in both.
 	ReconcileInterval time.Duration
+	// FullScanInterval, in polling mode, makes a Poll scan the whole host
+	// instead of walking the tree when this long has passed since the last
+	// full scan: a safety net that costs O(host). Zero means never (the
+	// walk, which costs O(tree), finds what a host scan finds: see
+	// README); a kernel without children files always scans the host.
+	FullScanInterval time.Duration
 	// ProcRoot is the mount point of the proc filesystem; zero ("") means
 	// /proc. Tests point it at a fake tree: without a Hub that means
 	// polling mode; with one, it must be the Hub's ProcRoot.
@@ -100,6 +106,7 @@ func (c *Config) normalize() (Config, error) {
 		{"MaxDescendants", n.MaxDescendants},
 		{"CmdlineMaxChars", n.CmdlineMaxChars},
 		{"TombstoneLimit", n.TombstoneLimit},
+		{"FullScanInterval", int(n.FullScanInterval)},
 	} {
 		if f.v < 0 {
 			return n, &ConfigError{Field: f.name, Reason: fmt.Sprintf("%d is negative", f.v)}

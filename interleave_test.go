@@ -2,6 +2,7 @@ package watchman
 
 import (
 	"errors"
+	"os/exec"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -334,4 +335,26 @@ func next(t *testing.T, sub *Subscription) Event {
 		t.Fatal("no event")
 	}
 	return Event{}
+}
+
+// In polling mode the root's exit is seen at once, through its pidfd,
+// without a Poll: Done closes on its own.
+func TestPollRootExitWithoutPoll(t *testing.T) {
+	cmd := exec.Command("sleep", "0.3")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+	w := mustAttach(t, cmd.Process.Pid, &Config{Strategy: StrategyPoll})
+	if w.rootFD == nil {
+		t.Fatalf("no pidfd for the root (%s)", w.ModeReason())
+	}
+	select {
+	case <-w.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done still open 10 s after the root (sleep 0.3) exited")
+	}
+	if s := mustPoll(t, w); s.RootAlive || len(s.Delta.Exited) != 1 {
+		t.Errorf("after the exit: root alive %v, exits %+v", s.RootAlive, s.Delta.Exited)
+	}
 }

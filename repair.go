@@ -184,15 +184,34 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 // scanner is only used under them.
 func (w *Watcher) readerFor() *reconcile.Scanner { return w.scanner }
 
-// pollScan is a Poll's or the polling loop's scan: the host scanned and
-// applied at once (no events to wait for).
+// pollScan is a Poll's or the polling loop's look at /proc, applied at once
+// (there are no events to wait for): a walk of the tree, which costs
+// O(tree), or a scan of the whole host where the kernel has no children
+// files, or when Config.FullScanInterval has passed since the last.
 func (w *Watcher) pollScan() error {
 	w.pollMu.Lock()
 	defer w.pollMu.Unlock()
+	full := !w.walkable || w.cfg.FullScanInterval > 0 && time.Since(w.lastFull) >= w.cfg.FullScanInterval
+	if !full {
+		unreadable, err := w.walkTree(w.scanner, &w.walk, &w.walkScan, 0)
+		if err == nil {
+			w.applyScan(&w.walkScan, false, nil, nil)
+			w.mu.Lock()
+			w.stats.Unreadable = unreadable
+			w.mu.Unlock()
+			return w.closedErr()
+		}
+	}
 	if err := w.own.read(w.scanner, w.fs); err != nil {
 		return err
 	}
+	w.lastFull = w.own.start
 	w.applyScan(&w.own, false, nil, nil)
+	return w.closedErr()
+}
+
+// closedErr returns ErrClosed after Close.
+func (w *Watcher) closedErr() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -433,16 +452,11 @@ func (rp *repairer) afterQueued(fn func(*writer)) {
 	}
 }
 
-// checkMembers is the tree-local reconcile: each member (and the root) is
-// read through its own /proc entry, and its children through its threads'
-// children files (reconcile.Walk), so the check costs O(tree), not
-// O(host). It is applied as a scan of the tree (tracker.ScanOptions
-// Partial), after the events queued while it looked: members gone are
-// removed, children whose fork events were lost join, first-thread exits
-// awaiting a decision get it. A member that cannot be read stays, and is
-// counted (WatcherStats.Unreadable). On a kernel without children files
-// it falls back to a host scan.
-func (rp *repairer) checkMembers(w *Watcher) {
+// walkTree reads w's tree as the members' own /proc entries and children
+// files show it (reconcile.Walk) into hs, holding no lock but w's briefly
+// to list the members, and returns how many members could not be read.
+// It fails with reconcile.ErrNoChildrenFiles on a kernel without them.
+func (w *Watcher) walkTree(sc *reconcile.Scanner, wk *reconcile.Walk, hs *hostScan, overruns uint64) (int, error) {
 	w.mu.Lock()
 	members := w.tr.Members(nil)
 	if !w.cfg.IncludeRoot {
@@ -457,19 +471,32 @@ func (rp *repairer) checkMembers(w *Watcher) {
 		known[p.ID.PID] = tracker.Entry{PID: p.ID.PID, PPID: p.PPID, StartTicks: p.ID.StartTicks, Live: true, State: p.State, Threaded: p.Threaded}
 	}
 	w.mu.Unlock()
+	hs.start, hs.overruns = time.Now(), overruns
+	wk.SameStart = tracker.SameStart
+	if err := sc.Walk(wk, ms); errors.Is(err, reconcile.ErrNoChildrenFiles) {
+		return 0, err
+	}
+	return hs.fromWalk(wk, known), nil
+}
 
+// checkMembers is the tree-local reconcile: each member (and the root) is
+// read through its own /proc entry, and its children through its threads'
+// children files (reconcile.Walk), so the check costs O(tree), not
+// O(host). It is applied as a scan of the tree (tracker.ScanOptions
+// Partial), after the events queued while it looked: members gone are
+// removed, children whose fork events were lost join, first-thread exits
+// awaiting a decision get it. A member that cannot be read stays, and is
+// counted (WatcherStats.Unreadable). On a kernel without children files
+// it falls back to a host scan.
+func (rp *repairer) checkMembers(w *Watcher) {
 	rp.checkMu.Lock()
 	defer rp.checkMu.Unlock()
-	hs := &rp.walkScan
-	hs.start, hs.overruns = time.Now(), rp.r.h.overruns.Load()
-	rp.walk.SameStart = tracker.SameStart
-	err := rp.checker.Walk(&rp.walk, ms)
-	if errors.Is(err, reconcile.ErrNoChildrenFiles) {
+	unreadable, err := w.walkTree(rp.checker, &rp.walk, &rp.walkScan, rp.r.h.overruns.Load())
+	if err != nil {
 		_ = rp.fullRepair([]*Watcher{w}, time.Now(), true)
 		return
 	}
-	unreadable := hs.fromWalk(&rp.walk, known)
-	rp.applyAfterQueued([]*Watcher{w}, hs, true)
+	rp.applyAfterQueued([]*Watcher{w}, &rp.walkScan, true)
 	w.mu.Lock()
 	w.stats.Unreadable = unreadable
 	w.mu.Unlock()

@@ -56,12 +56,19 @@ type Watcher struct {
 	rootDone chan struct{}
 	treeDone chan struct{}
 
-	// Polling mode.
-	pollMu  sync.Mutex // serializes scans; held across /proc reads, never with mu
-	scanner *reconcile.Scanner
-	own     hostScan
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	// Polling mode; pollMu serializes its scans and guards what follows.
+	// It is held across /proc reads, and taken before mu, never under it.
+	pollMu   sync.Mutex
+	scanner  *reconcile.Scanner
+	own      hostScan // host scans
+	walk     reconcile.Walk
+	walkScan hostScan // walks of the tree
+	walkable bool     // the kernel has children files
+	lastFull time.Time
+
+	rootFD *reconcile.PIDFD // the root's pidfd, if one could be had
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 // minInterval is the shortest ReconcileInterval accepted: below it the
@@ -112,6 +119,7 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 		fs:       fs,
 		root:     Identity{PID: pid, StartTicks: st.StartTicks},
 		scanner:  scanner,
+		walkable: fs.HasChildrenFiles(),
 		rootDone: make(chan struct{}),
 		treeDone: make(chan struct{}),
 		stop:     make(chan struct{}),
@@ -136,7 +144,41 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 		w.wg.Add(1)
 		go w.pollLoop(iv)
 	}
+	w.watchRoot()
 	return w, nil
+}
+
+// watchRoot learns of the root's exit through a pidfd, at once in both
+// modes: in polling mode it then looks at the tree at once (so RootExited
+// and Done close without a Poll), in connector mode it has the tree checked
+// (a safety net for a lost exit event). A fake proc root (Config.ProcRoot)
+// has no pidfds; where pidfd_open is missing the mode reason says so.
+func (w *Watcher) watchRoot() {
+	if w.cfg.ProcRoot != "" && w.cfg.ProcRoot != reconcile.DefaultRoot {
+		return
+	}
+	pf, err := reconcile.OpenPIDFDFunc(w.fs, w.root.PID, func(got uint64) bool { return got == w.root.StartTicks })
+	if err != nil {
+		if errors.Is(err, reconcile.ErrPIDFDUnsupported) {
+			w.modeReason += "; no pidfd here, so the root's exit is seen at the next look at /proc"
+		}
+		return
+	}
+	w.rootFD = pf
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		select {
+		case <-w.stop:
+			return
+		case <-pf.Exited():
+		}
+		if w.run != nil {
+			w.run.rep.checkMembers(w)
+		} else if err := w.pollScan(); err != nil && err != ErrClosed {
+			w.noteFailure(err)
+		}
+	}()
 }
 
 // threadGroup reads the Tgid of /proc/PID/status: a TID of a thread other
@@ -158,7 +200,7 @@ func threadGroup(root string, pid int) (int, error) {
 // when it is to be used.
 func (w *Watcher) chooseMode() error {
 	if w.cfg.Strategy == StrategyPoll {
-		w.mode, w.modeReason = ModePoll, "polling was asked for (Strategy poll)"
+		w.mode, w.modeReason = ModePoll, "polling was asked for (Strategy poll)"+w.pollHow()
 		return nil
 	}
 	hub := w.cfg.Hub
@@ -167,7 +209,7 @@ func (w *Watcher) chooseMode() error {
 			if w.cfg.Strategy == StrategyConnector {
 				return &ConfigError{Field: "ProcRoot", Reason: "a custom proc root needs a Hub with the same ProcRoot in connector mode"}
 			}
-			w.mode, w.modeReason = ModePoll, "Config.ProcRoot is set without a Hub: polling that proc root"
+			w.mode, w.modeReason = ModePoll, "Config.ProcRoot is set without a Hub: polling that proc root"+w.pollHow()
 			return nil
 		}
 		hub = NewHub(&HubConfig{ProcRoot: w.cfg.ProcRoot})
@@ -183,7 +225,7 @@ func (w *Watcher) chooseMode() error {
 		if w.cfg.Strategy == StrategyConnector {
 			return fmt.Errorf("%w: %w", ErrConnectorUnavailable, err)
 		}
-		w.mode, w.modeReason = ModePoll, "proc connector unavailable, polling /proc: "+err.Error()
+		w.mode, w.modeReason = ModePoll, "proc connector unavailable, polling /proc: "+err.Error()+w.pollHow()
 		return nil
 	}
 	w.hub, w.run = hub, run
@@ -193,6 +235,14 @@ func (w *Watcher) chooseMode() error {
 	}
 	run.attach(w)
 	return nil
+}
+
+// pollHow completes a polling mode's reason with how it looks at /proc.
+func (w *Watcher) pollHow() string {
+	if w.walkable {
+		return "; each poll walks the tree (its members' /proc entries and children files)"
+	}
+	return "; each poll scans the whole host: this kernel has no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)"
 }
 
 // initialScan makes the descendants alive now members. In connector mode
@@ -438,6 +488,9 @@ func (w *Watcher) shutdown() {
 	w.mu.Unlock()
 	close(w.stop)
 	w.wg.Wait()
+	if w.rootFD != nil {
+		w.rootFD.Close()
+	}
 	if w.run != nil {
 		w.run.detach(w)
 		w.hub.release()
