@@ -177,7 +177,10 @@ step() { trap "" TERM; (step) & sleep 0.002; exit 0; }
 step`
 
 func TestIntegrationTreadmillKilled(t *testing.T) {
-	for _, sv := range supervisors(t) {
+	// Polling too, without a cgroup: the orphans come back to pwatch,
+	// which kills them in rounds.
+	poll := runAs{"poll-nocgroup", -1, []string{"--cgroup", "off", "--strategy", "poll"}}
+	for _, sv := range append(supervisors(t), poll) {
 		t.Run(sv.name, func(t *testing.T) {
 			mark := token("treadmill")
 			args := append([]string{"run", "--kill-left", "--grace", "200ms"}, sv.args...)
