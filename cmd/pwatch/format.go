@@ -237,6 +237,17 @@ type leftProc struct {
 	PID     int
 	Age     time.Duration
 	Command string
+	// Approx says Age comes from the start time in /proc, which counts
+	// in clock ticks (10 ms).
+	Approx bool
+}
+
+// ageText is a left-behind process's age.
+func (l *leftProc) ageText() string {
+	if l.Approx && l.Age < 10*time.Millisecond {
+		return "<10ms"
+	}
+	return fmtDuration(l.Age)
 }
 
 // writeSummary prints the summary, each line starting with "pwatch: " or
@@ -286,7 +297,7 @@ func writeSummary(w io.Writer, s *summary) {
 					s.more(&b, len(s.Left)-i)
 					break
 				}
-				s.line(&b, fmt.Sprintf("  %7d  age %-18s ", l.PID, fmtDuration(l.Age)), l.Command, "")
+				s.line(&b, fmt.Sprintf("  %7d  age %-18s ", l.PID, l.ageText()), l.Command, "")
 			}
 			if s.Killed != "" {
 				fmt.Fprintf(&b, "pwatch: %s\n", s.Killed)

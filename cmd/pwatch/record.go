@@ -74,6 +74,10 @@ type recorder struct {
 	// launcherName is the command name of pwatch's own binary, which the
 	// root has until it execs COMMAND.
 	launcherName string
+	// polling says the Watcher scans /proc: its fork events come from
+	// scans, whatever their Synthetic says, and their times are not the
+	// forks'.
+	polling bool
 	// depthOff is subtracted from the Watcher's depths: 1 in run, where
 	// the Watcher's root is pwatch itself and COMMAND its child.
 	depthOff int
@@ -223,7 +227,12 @@ func (r *recorder) apply(ev *watchman.Event) *proc {
 			return p
 		}
 		p := r.get(ev)
-		p.exactStart = true
+		// A scan found it (polling mode, a repair): it started before,
+		// when its start ticks say.
+		p.exactStart = !ev.Synthetic && !r.polling
+		if !p.exactStart && ev.Process.StartTicks > 0 {
+			p.started = ev.Process.CreateTime()
+		}
 		return p
 	case watchman.EventExec:
 		p := r.get(ev)

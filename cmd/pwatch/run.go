@@ -345,7 +345,7 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 	sum.RootEnded, sum.Killed, sum.Stopped = true, killed, stopped
 	sum.Waited = (ro.wait || ro.killLeft) && len(left) > 0
 	for _, p := range left {
-		lp := leftProc{PID: p.PID, Age: max(rootEnd.Sub(p.Started), 0), Command: commandText(p.Name, p.Cmdline)}
+		lp := leftProc{PID: p.PID, Age: max(rootEnd.Sub(p.Started), 0), Command: commandText(p.Name, p.Cmdline), Approx: true}
 		if rp := rec.procs[p.Identity]; rp != nil {
 			// The record has the latest command line in connector mode
 			// (an exec after COMMAND's exit, say); the snapshot has
@@ -354,7 +354,7 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 				lp.Command = commandText(rp.name, rp.cmdline)
 			}
 			if rp.exactStart {
-				lp.Age = max(rootEnd.Sub(rp.start), 0)
+				lp.Age, lp.Approx = max(rootEnd.Sub(rp.start), 0), false
 			}
 		}
 		sum.Left = append(sum.Left, lp)

@@ -56,6 +56,7 @@ type session struct {
 func newSession(a *app, out *outputFlags, w *watchman.Watcher, rec *recorder) *session {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
+	rec.polling = w.Mode() == watchman.ModePoll
 	return &session{a: a, out: out, w: w, rec: rec, mode: w.Mode(), warned: map[string]bool{}, flush: t}
 }
 
