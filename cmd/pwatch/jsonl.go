@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -138,16 +137,47 @@ type rusage struct {
 	MaxRSSKiB int64 `json:"max_rss_kib"`
 }
 
-// jsonlWriter writes JSON Lines, buffered.
-type jsonlWriter struct {
-	bw  *bufio.Writer
+// recordBuffer is how much a recordWriter holds before it writes without
+// being asked.
+const recordBuffer = 64 << 10
+
+// recordWriter buffers whole records (JSON lines, trace events) and writes
+// them out whole, so that what is on disk always ends at the end of a
+// record, whenever pwatch is killed (bufio would cut a record at its
+// buffer's edge). The first error sticks.
+type recordWriter struct {
+	w   io.Writer
+	buf []byte
 	err error
 }
 
-func newJSONLWriter(w io.Writer) *jsonlWriter { return &jsonlWriter{bw: bufio.NewWriter(w)} }
+// add buffers one record.
+func (r *recordWriter) add(rec []byte) {
+	if r.err != nil {
+		return
+	}
+	r.buf = append(r.buf, rec...)
+	if len(r.buf) >= recordBuffer {
+		r.flush()
+	}
+}
 
-// buffered says whether lines wait to be written.
-func (j *jsonlWriter) buffered() bool { return j.bw.Buffered() > 0 }
+// buffered says whether records wait to be written.
+func (r *recordWriter) buffered() bool { return len(r.buf) > 0 }
+
+// flush writes out what is buffered and returns the first error.
+func (r *recordWriter) flush() error {
+	if r.err == nil && len(r.buf) > 0 {
+		_, r.err = r.w.Write(r.buf)
+		r.buf = r.buf[:0]
+	}
+	return r.err
+}
+
+// jsonlWriter writes JSON Lines, buffered, whole lines at a time.
+type jsonlWriter struct{ recordWriter }
+
+func newJSONLWriter(w io.Writer) *jsonlWriter { return &jsonlWriter{recordWriter{w: w}} }
 
 func (j *jsonlWriter) write(l *eventLine) {
 	if j.err != nil {
@@ -158,14 +188,5 @@ func (j *jsonlWriter) write(l *eventLine) {
 		j.err = err
 		return
 	}
-	b = append(b, '\n')
-	_, j.err = j.bw.Write(b)
-}
-
-// flush writes out what is buffered and returns the first error.
-func (j *jsonlWriter) flush() error {
-	if j.err == nil {
-		j.err = j.bw.Flush()
-	}
-	return j.err
+	j.add(append(b, '\n'))
 }

@@ -230,8 +230,8 @@ func (r *recorder) apply(ev *watchman.Event) *proc {
 		// A scan found it (polling mode, a repair): it started before,
 		// when its start ticks say.
 		p.exactStart = !ev.Synthetic && !r.polling
-		if !p.exactStart && ev.Process.StartTicks > 0 {
-			p.started = ev.Process.CreateTime()
+		if ct := ev.Process.CreateTime(); !p.exactStart && ev.Process.StartTicks > 0 && ct.Before(ev.Time) {
+			p.started = ct
 		}
 		return p
 	case watchman.EventExec:

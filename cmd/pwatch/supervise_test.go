@@ -322,10 +322,20 @@ func TestIntegrationKilledPwatch(t *testing.T) {
 			args := append([]string{"run", "--events", events, "--trace", trace}, sv.args...)
 			c := pwatchCmd(sv.uid, append(args, "--", "sh", "-c", `sh -c 'exit 3'; sleep 30 & sleep 31`, mark)...)
 			stderr := startLogged(t, c, dir)
-			// Wait until the sleeps' execs are on disk, then kill pwatch.
-			waitFor(t, "both sleeps in --events", func() bool {
+			// Wait until the sleeps are on disk in both files, then kill
+			// pwatch.
+			waitFor(t, "both sleeps in --events and --trace", func() bool {
 				b, _ := os.ReadFile(events)
-				return bytes.Contains(b, []byte(`"cmdline":["sleep","30"]`)) && bytes.Contains(b, []byte(`"cmdline":["sleep","31"]`))
+				tr, _ := os.ReadFile(trace)
+				n := 0
+				for _, l := range readJSONL(t, b) {
+					// (The trace may show a sleep by the name it had
+					// before its exec.)
+					if l.Comm == "sleep" && bytes.Contains(tr, []byte(fmt.Sprintf(`"tid":%d,`, l.PID))) {
+						n++
+					}
+				}
+				return bytes.Contains(b, []byte(`"cmdline":["sleep","30"]`)) && bytes.Contains(b, []byte(`"cmdline":["sleep","31"]`)) && n >= 2
 			})
 			c.Process.Kill()
 			c.Wait()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,8 +42,7 @@ const (
 // lives on gets a "B" event at the flush and an "E" event when it ends.
 // Times are µs since begin.
 type traceWriter struct {
-	bw      *bufio.Writer
-	err     error
+	out     recordWriter
 	begin   time.Time
 	started bool         // "[" and the first event are written
 	groups  map[int]bool // groups whose name is written
@@ -55,7 +53,7 @@ type traceWriter struct {
 }
 
 func newTraceWriter(w io.Writer, begin time.Time, rootPID, rootParent int, mode string) *traceWriter {
-	t := &traceWriter{bw: bufio.NewWriter(w), begin: begin, groups: map[int]bool{}, rootPID: rootPID, rootParent: rootParent}
+	t := &traceWriter{out: recordWriter{w: w}, begin: begin, groups: map[int]bool{}, rootPID: rootPID, rootParent: rootParent}
 	t.emit(traceEvent{Name: "pwatch", Ph: "i", S: "g", Args: map[string]any{
 		"tool": "pwatch", "root_pid": rootPID, "mode": mode, "start": jsonTime(begin),
 	}})
@@ -68,23 +66,19 @@ func (t *traceWriter) us(at time.Time) float64 {
 
 // emit writes one event.
 func (t *traceWriter) emit(ev traceEvent) {
-	if t.err != nil {
+	if t.out.err != nil {
 		return
 	}
 	b, err := json.Marshal(ev)
 	if err != nil {
-		t.err = err
+		t.out.err = err
 		return
 	}
 	sep := "\n,"
 	if !t.started {
 		sep, t.started = "[", true
 	}
-	if _, err := t.bw.WriteString(sep); err != nil {
-		t.err = err
-		return
-	}
-	_, t.err = t.bw.Write(b)
+	t.out.add(append([]byte(sep), b...))
 }
 
 // update records what changed of p: it joined, exec'd or ended.
@@ -162,7 +156,7 @@ func (t *traceWriter) span(p *proc, ph string, end time.Time) {
 }
 
 // dirty says whether anything waits to be written.
-func (t *traceWriter) dirty() bool { return len(t.pending) > 0 || t.bw.Buffered() > 0 }
+func (t *traceWriter) dirty() bool { return len(t.pending) > 0 || t.out.buffered() }
 
 // flush writes a "B" event for each process that joined since the last
 // flush and lives on, and writes out the buffer.
@@ -173,10 +167,7 @@ func (t *traceWriter) flush() error {
 		}
 	}
 	t.pending = t.pending[:0]
-	if t.err == nil {
-		t.err = t.bw.Flush()
-	}
-	return t.err
+	return t.out.flush()
 }
 
 // close ends the spans of the processes still alive at end (complete
@@ -196,8 +187,6 @@ func (t *traceWriter) close(r *recorder, end time.Time) error {
 	if !t.started {
 		t.emit(traceEvent{Name: "pwatch", Ph: "i", S: "g"})
 	}
-	if t.err == nil {
-		_, t.err = t.bw.WriteString("\n]\n")
-	}
+	t.out.add([]byte("\n]\n"))
 	return t.flush()
 }
