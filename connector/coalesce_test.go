@@ -2,48 +2,57 @@ package connector_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/process-watchman/watchman/connector"
 	"github.com/process-watchman/watchman/connector/connectortest"
 )
 
 // TestCoalesceOnlyUnderLoad: reads of fewer than 4 datagrams never wait;
-// a read of 4 or more makes the next read wait once; a small buffer turns
-// coalescing off.
+// a read of 4 or more that came fast makes the next read wait once, one
+// that came slowly does not; a small buffer turns coalescing off. The
+// clock is a fake one that moves only when the test says.
 func TestCoalesceOnlyUnderLoad(t *testing.T) {
 	k := connectortest.NewKernel()
 	c := dial(t, k, nil)
 	if !c.Coalescing() {
 		t.Fatal("coalescing off by default")
 	}
+	clock := time.Unix(1000, 0)
+	c.SetClock(func() time.Time { return clock })
 	buf := make([]connector.Event, 0, connector.MaxBatch)
 	pid := int32(100)
-	emit := func(n int) {
-		for range n {
+	read := func(events int, over time.Duration) {
+		t.Helper()
+		for range events {
 			pid++
 			k.Emit(fork(1, pid))
 		}
-	}
-	for i := range 6 { // a listener that keeps up
-		emit(1 + i%3)
-		if _, err := c.Receive(buf); err != nil {
-			t.Fatal(err)
+		clock = clock.Add(over)
+		if got, err := c.Receive(buf); err != nil || len(got) != events {
+			t.Fatalf("Receive = %d events, %v; want %d", len(got), err, events)
 		}
 	}
+	for i := range 6 { // 1 to 8 events every 10 ms: at most 800/s
+		read(1+i%8, 10*time.Millisecond)
+	}
+	read(8, 10*time.Millisecond)
 	if n := c.Coalesced(); n != 0 {
-		t.Fatalf("%d waits at low rate, want 0", n)
+		t.Fatalf("%d waits at low rates, want 0", n)
 	}
-	emit(5)
-	if got, err := c.Receive(buf); err != nil || len(got) != 5 {
-		t.Fatalf("Receive = %d events, %v", len(got), err)
+	read(64, 10*time.Millisecond) // 6,400/s: load
+	read(1, 0)                    // this read waited first
+	if n := c.Coalesced(); n != 1 {
+		t.Fatalf("%d waits after a fast full batch, want 1", n)
 	}
-	emit(1)
-	if _, err := c.Receive(buf); err != nil || c.Coalesced() != 1 {
-		t.Fatalf("after a read of 5: %d waits, %v; want 1", c.Coalesced(), err)
+	read(1, 0) // a read of 1 ended it
+	if n := c.Coalesced(); n != 1 {
+		t.Fatalf("%d waits after a read of 1, want still 1", n)
 	}
-	emit(1)
-	if _, err := c.Receive(buf); err != nil || c.Coalesced() != 1 {
-		t.Fatalf("after a read of 1: %d waits, %v; want still 1", c.Coalesced(), err)
+	read(8, 20*time.Millisecond) // 10 events over 20 ms: 500/s, load over
+	read(1, 0)
+	if n := c.Coalesced(); n != 1 {
+		t.Fatalf("%d waits once the rate fell, want still 1", n)
 	}
 
 	small := connectortest.NewKernel()

@@ -1,5 +1,7 @@
 package connector
 
+import "time"
+
 // SendToSelf exposes the Socket's SendToSelf to the external tests, so that
 // they can forge datagrams from the Conn's own port.
 func (c *Conn) SendToSelf(msg []byte) error {
@@ -19,3 +21,10 @@ func (c *Conn) Coalesced() uint64 {
 
 // Coalescing reports whether Receive coalesces under load.
 func (c *Conn) Coalescing() bool { return c.strategy.coalesce > 0 }
+
+// SetClock replaces the clock by which Receive measures the event rate.
+func (c *Conn) SetClock(now func() time.Time) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.now = now
+}

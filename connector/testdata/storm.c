@@ -4,16 +4,19 @@
  * it can, lets the kernel reap them (SIGCHLD ignored), waits until all are
  * gone, and exits.
  *
- *   storm N [wait]
+ *   storm N [wait|go] [RATE]
  *
  * With "wait" it reads one byte from stdin before it starts, so that
- * listeners can arm themselves with its pid first.
+ * listeners can arm themselves with its pid first. With RATE it forks
+ * RATE children a second, on a fixed schedule, instead of as fast as it
+ * can.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
@@ -22,8 +25,19 @@ int main(int argc, char **argv)
 	char c;
 	if (argc > 2 && strcmp(argv[2], "wait") == 0 && read(0, &c, 1) != 1)
 		return 1;
+	long rate = argc > 3 ? atol(argv[3]) : 0;
+	struct timespec next;
+	clock_gettime(CLOCK_MONOTONIC, &next);
 	signal(SIGCHLD, SIG_IGN);
 	for (long i = 0; i < n; i++) {
+		if (rate > 0) {
+			next.tv_nsec += 1000000000L / rate;
+			if (next.tv_nsec >= 1000000000L) {
+				next.tv_nsec -= 1000000000L;
+				next.tv_sec++;
+			}
+			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+		}
 		pid_t p = fork();
 		if (p == 0)
 			_exit(0);
