@@ -4,7 +4,11 @@
 //	pwatch watch [flags] PID                  follow a running tree, event by event
 //	pwatch tree [flags] PID                   print the live tree once
 //
-// Run "pwatch help" for the commands and their flags.
+// Run "pwatch help" for the commands and their flags. pwatch run exits
+// with COMMAND's status (128+N when signal N killed it), 124 when
+// --timeout expired, 125 when a record could not be written or the tree
+// could not be killed, 126/127 when COMMAND cannot be run or is not found,
+// and 2 for a usage error, which touches no file.
 package main
 
 import (
