@@ -3,6 +3,8 @@ package taskstats
 import (
 	"strconv"
 	"time"
+
+	"github.com/process-watchman/watchman/internal/waitstatus"
 )
 
 // Kind says which nest of a TASKSTATS_CMD_NEW message a Record came from.
@@ -199,11 +201,8 @@ func (r *Record) CommString() string {
 // ExitCode decodes ExitStatus: a normal exit yields (status, 0) with
 // status in 0..255; a death by signal yields (-1, signal).
 func (r *Record) ExitCode() (code int, signal int) {
-	s := r.ExitStatus
-	if sig := int(s & 0x7f); sig != 0 {
-		return -1, sig
-	}
-	return int(s>>8) & 0xff, 0
+	code, signal, _ = waitstatus.Decode(r.ExitStatus)
+	return code, signal
 }
 
 // GroupDead reports whether the record is the last task of its process

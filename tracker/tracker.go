@@ -3,6 +3,8 @@ package tracker
 import (
 	"slices"
 	"time"
+
+	"github.com/process-watchman/watchman/internal/waitstatus"
 )
 
 // Identity names one process for its whole life: its PID and its start time
@@ -111,10 +113,11 @@ type Exit struct {
 // Code returns the exit code (0-255) of a normal exit, or -1 if the process
 // was killed by a signal or the status is unknown.
 func (e Exit) Code() int {
-	if !e.Known || e.Status&0x7f != 0 {
+	if !e.Known {
 		return -1
 	}
-	return int(e.Status>>8) & 0xff
+	code, _, _ := waitstatus.Decode(e.Status)
+	return code
 }
 
 // Signal returns the number of the signal that killed the process, or 0.
@@ -122,11 +125,15 @@ func (e Exit) Signal() int {
 	if !e.Known {
 		return 0
 	}
-	return int(e.Status & 0x7f)
+	_, sig, _ := waitstatus.Decode(e.Status)
+	return sig
 }
 
 // CoreDumped reports whether the killed process dumped core.
-func (e Exit) CoreDumped() bool { return e.Known && e.Status&0x80 != 0 }
+func (e Exit) CoreDumped() bool {
+	_, _, core := waitstatus.Decode(e.Status)
+	return e.Known && core
+}
 
 // Tombstone is the last state of a removed member.
 type Tombstone struct {
