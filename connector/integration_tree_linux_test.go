@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/process-watchman/watchman/connector"
 	"github.com/process-watchman/watchman/connector/connectortest"
@@ -418,7 +419,9 @@ func TestIntegrationTreeFilterCloseLeaksNothing(t *testing.T) {
 	requirePrivileged(t)
 	before := countFDs(t)
 	for i := range 20 {
-		c, err := connector.Dial(nil)
+		// A generous acknowledgement timeout: this test is about leaks,
+		// and a host under a CPU hog once took more than 2 s.
+		c, err := connector.Dial(&connector.Config{AckTimeout: 20 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
