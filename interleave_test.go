@@ -358,3 +358,32 @@ func TestPollRootExitWithoutPoll(t *testing.T) {
 		t.Errorf("after the exit: root alive %v, exits %+v", s.RootAlive, s.Delta.Exited)
 	}
 }
+
+// Signal reaches a member by identity, and says why it cannot: gone, or
+// never a member.
+func TestSignalByIdentity(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 30 & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	w := mustAttach(t, cmd.Process.Pid, &Config{Strategy: StrategyPoll, KeepTombstones: true})
+	var kid Identity
+	waitFor(t, "the sleep", func() bool {
+		s := mustPoll(t, w)
+		if len(s.Processes) == 1 {
+			kid = s.Processes[0].Identity
+		}
+		return kid.PID != 0
+	})
+	if err := w.Signal(kid, unix.SIGTERM); err != nil {
+		t.Fatalf("Signal(member): %v", err)
+	}
+	waitFor(t, "the sleep to go", func() bool { return len(mustPoll(t, w).Processes) == 0 })
+	if err := w.Signal(kid, unix.SIGTERM); !errors.Is(err, ErrNoSuchProcess) {
+		t.Errorf("Signal(exited member) = %v, want ErrNoSuchProcess", err)
+	}
+	if err := w.Signal(Identity{PID: 1, StartTicks: 1}, unix.SIGTERM); !errors.Is(err, ErrNotMember) {
+		t.Errorf("Signal(init) = %v, want ErrNotMember", err)
+	}
+}

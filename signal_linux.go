@@ -19,16 +19,21 @@ var ErrNotMember = errors.New("watchman: not a member of the tree")
 // Signal sends sig to the process id, and only to it: id must be the live
 // root or a live member, and the process is signalled through a pidfd
 // after /proc showed the same start time, so a PID that another process
-// took over is never hit. It returns an error matching ErrNotMember for an
-// identity the Watcher does not hold, ErrNoSuchProcess when the process
-// has exited (or its PID was reused), and the system call's error
+// took over is never hit. It returns an error matching ErrNoSuchProcess
+// when the process has exited (or its PID was reused), ErrNotMember for an
+// identity the Watcher never held (or removed long ago), and the system
+// call's error
 // otherwise (EPERM for a process this one may not signal).
 func (w *Watcher) Signal(id Identity, sig syscall.Signal) error {
 	w.mu.Lock()
 	p, ok := w.tr.Member(id.PID)
 	approx := ok && p.Approx
 	ok = ok && p.ID == tracker.Identity(id)
+	gone := !ok && w.tr.WasMember(tracker.Identity(id))
 	w.mu.Unlock()
+	if gone {
+		return &PIDError{PID: id.PID, Reason: "exited", Err: ErrNoSuchProcess}
+	}
 	if !ok {
 		return &PIDError{PID: id.PID, Reason: "not a live member of the watched tree", Err: ErrNotMember}
 	}

@@ -508,8 +508,9 @@ func (w *Watcher) publishLocked(chs []tracker.Change) {
 	for i := range chs {
 		c := &chs[i]
 		info := w.info(&c.Proc)
+		// In polling mode every change is a scan's finding.
 		ev := Event{Time: c.At, KernelTime: c.Kernel, Process: info.Identity, PPID: info.PPID, Name: info.Name,
-			Cmdline: info.Cmdline, Depth: info.Depth, Synthetic: c.Repair}
+			Cmdline: info.Cmdline, Depth: info.Depth, Synthetic: c.Repair || w.mode == ModePoll}
 		switch c.Kind {
 		case tracker.Added:
 			ev.Type = EventFork

@@ -149,8 +149,12 @@ func (fs *FS) Cmdline(pid, maxBytes int) (args []string, truncated bool, err err
 }
 
 // SplitCmdline splits the contents of /proc/PID/cmdline into arguments.
+//
+// Each argument ends with a NUL, so only the last NUL is a terminator:
+// trailing empty arguments are kept ("a\x00\x00" is "a" and ""), as exec
+// gave them.
 func SplitCmdline(b []byte) []string {
-	b = bytes.TrimRight(b, "\x00")
+	b = bytes.TrimSuffix(b, []byte{0})
 	if len(b) == 0 {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -176,5 +177,22 @@ func TestAppendDirentPIDsRejectsGarbage(t *testing.T) {
 	}
 	if got := appendDirentPIDs(nil, b[:5]); len(got) != 0 {
 		t.Errorf("got %v from a short buffer", got)
+	}
+}
+
+func TestSplitCmdlineKeepsEmptyArguments(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"sh\x00", []string{"sh"}},
+		{"sh\x00-c\x00\x00", []string{"sh", "-c", ""}},
+		{"a\x00\x00\x00", []string{"a", "", ""}},
+		{"rewritten title", []string{"rewritten title"}},
+	} {
+		if got := SplitCmdline([]byte(tt.in)); !slices.Equal(got, tt.want) {
+			t.Errorf("SplitCmdline(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

@@ -239,5 +239,12 @@ func (t *Tracker) PruneGone(before time.Time) {
 	}
 }
 
+// WasMember reports whether id was a member removed recently (within what
+// PruneGone keeps).
+func (t *Tracker) WasMember(id Identity) bool {
+	_, ok := t.gone[id]
+	return ok
+}
+
 // GoneLen returns how many removed identities are remembered.
 func (t *Tracker) GoneLen() int { return len(t.gone) }
