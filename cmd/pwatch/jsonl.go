@@ -36,6 +36,9 @@ type eventLine struct {
 	CmdlineBase64 []string `json:"cmdline_base64,omitempty"`
 	Depth         *int     `json:"depth,omitempty"`
 	Synthetic     *bool    `json:"synthetic,omitempty"`
+	// Upgrade marks an exit that gives the kernel's status for a process
+	// an earlier synthetic exit line reported (watchman.Event.Upgrade).
+	Upgrade bool `json:"upgrade,omitempty"`
 
 	// Exit events: exit_code for a normal exit, signal for a killing
 	// signal, neither when the status is unknown.
@@ -70,7 +73,7 @@ func newEventLine(ev *watchman.Event, name string, cmdline []string, depth int, 
 	}
 	syn := ev.Synthetic
 	l.PID, l.PPID, l.StartTicks = ev.Process.PID, ev.PPID, ev.Process.StartTicks
-	l.Synthetic = &syn
+	l.Synthetic, l.Upgrade = &syn, ev.Upgrade
 	l.setProcess(name, cmdline, depth)
 	if ev.Exit != nil {
 		l.setExit(ev.Exit)
