@@ -9,8 +9,9 @@ import (
 )
 
 // TestCoalesceOnlyUnderLoad: reads of fewer than 4 datagrams never wait;
-// a read of 4 or more that came fast makes the next read wait once, one
-// that came slowly does not; a small buffer turns coalescing off. The
+// a read of 4 or more, but not a full batch, that came fast makes the next
+// read wait once, one that came slowly does not, and a full batch does not
+// (a backlog drains at full speed); a small buffer turns coalescing off. The
 // clock is a fake one that moves only when the test says.
 func TestCoalesceOnlyUnderLoad(t *testing.T) {
 	k := connectortest.NewKernel()
@@ -40,10 +41,14 @@ func TestCoalesceOnlyUnderLoad(t *testing.T) {
 	if n := c.Coalesced(); n != 0 {
 		t.Fatalf("%d waits at low rates, want 0", n)
 	}
-	read(64, 10*time.Millisecond) // 6,400/s: load
-	read(1, 0)                    // this read waited first
+	read(64, 10*time.Millisecond) // 6,400/s: load, but a full batch: more is queued
+	read(40, 0)                   // so this read did not wait; a partial batch under load
+	if n := c.Coalesced(); n != 0 {
+		t.Fatalf("%d waits after a full batch, want 0 (a backlog drains at full speed)", n)
+	}
+	read(1, 0) // this read waited first
 	if n := c.Coalesced(); n != 1 {
-		t.Fatalf("%d waits after a fast full batch, want 1", n)
+		t.Fatalf("%d waits after a fast partial batch, want 1", n)
 	}
 	read(1, 0) // a read of 1 ended it
 	if n := c.Coalesced(); n != 1 {

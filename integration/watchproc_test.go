@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,12 @@ func watchProcMain() int {
 		return 2
 	}
 	out := bufio.NewWriterSize(os.Stdout, 1<<16)
+	if path := os.Getenv("PWATCH_WATCHPROC_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	var hubs []*watchman.Hub
 	shared := watchman.NewHub(&watchman.HubConfig{ReadBuffer: spec.ReadBuffer})
 	type state struct {
