@@ -213,15 +213,17 @@ func (d *deltas) poll(t *testing.T) watchman.Snapshot {
 	return s
 }
 
-// fullScans waits until the watcher has made n more full scans of /proc
-// (and the repairs they found are confirmed), polling along.
-func (d *deltas) fullScans(t *testing.T, n uint64) {
+// checks waits until the watcher has made n more checks of the tree
+// against /proc (walks of the tree or host scans; in polling mode each
+// Poll is one), then polls.
+func (d *deltas) checks(t *testing.T, n uint64) {
 	t.Helper()
-	target := d.w.Stats().FullScans + n
-	if !eventually(30*time.Second, func() bool { d.poll(t); return d.w.Stats().FullScans >= target }) {
-		t.Fatal("no background full scans")
+	// Any background check (a walk of the tree or a host scan) is applied
+	// before it is counted, so the next Poll has what it found.
+	target := d.w.Stats().Reconciles + n
+	if !eventually(30*time.Second, func() bool { d.poll(t); return d.w.Stats().Reconciles >= target }) {
+		t.Fatal("no background checks")
 	}
-	time.Sleep(300 * time.Millisecond) // past the confirmation delay of the last scan's findings
 	d.poll(t)
 }
 
@@ -302,7 +304,7 @@ func TestIntegrationPIDReuse(t *testing.T) {
 				return pid
 			}, func(int) {})
 			cID := identity(t, c)
-			d.fullScans(t, 3)
+			d.checks(t, 3)
 			if _, ok := hasPID(d.last.Processes, c); ok || slices.Contains(d.added, cID) {
 				t.Errorf("outsider %v with a member's old PID was adopted: %+v", cID, d.last.Processes)
 			}
@@ -350,7 +352,7 @@ func TestIntegrationRootPIDReuse(t *testing.T) {
 			}, func(int) { impostor.close() })
 			newID := identity(t, rootID.PID)
 			kids := []int{impostor.do(t, "fork"), impostor.do(t, "fork")}
-			d.fullScans(t, 3)
+			d.checks(t, 3)
 			s := d.last
 			if s.RootAlive || len(s.Processes) != 0 || len(d.added) != 1 || d.added[0] != rootID {
 				t.Errorf("root %v replaced by %v with children %v: alive %v, processes %+v, added %v", rootID, newID, kids, s.RootAlive, s.Processes, d.added)
