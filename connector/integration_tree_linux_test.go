@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,7 +55,11 @@ func startGated(t *testing.T, cmd *exec.Cmd) *gated {
 		t.Fatal(err)
 	}
 	g := &gated{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), pid: cmd.Process.Pid}
+	// A helper that hangs is killed, so that reads of its output end
+	// and the test fails instead of hanging.
+	guard := time.AfterFunc(hangGuard, func() { _ = cmd.Process.Kill() })
 	t.Cleanup(func() {
+		guard.Stop()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
@@ -269,8 +274,14 @@ func TestIntegrationTreeFilterExecFromThread(t *testing.T) {
 // pass.
 func TestIntegrationTreeFilterLeaderExitsFirst(t *testing.T) {
 	requirePrivileged(t)
+	// A C program: a Go one cannot let its first thread go alone without
+	// risking the runtime (a stop-the-world waits for that thread).
+	bin := filepath.Join(t.TempDir(), "leaderexit")
+	if out, err := exec.Command("gcc", "-O2", "-pthread", "-o", bin, "testdata/leaderexit.c").CombinedOutput(); err != nil {
+		t.Skipf("skipping: cannot build testdata/leaderexit.c with gcc: %v\n%s", err, out)
+	}
 	c, f := attachTree(t, 1024)
-	p := startGated(t, helperCmd("leaderexit"))
+	p := startGated(t, exec.Command(bin))
 	mustAdd(t, f, p.pid)
 	child := p.release(t)
 	_ = p.cmd.Wait()
