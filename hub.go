@@ -181,6 +181,7 @@ func (r *hubRun) attach(w *Watcher) {
 	r.watchers = append(r.watchers, w)
 	r.wmu.Unlock()
 	r.doWait(func(wr *writer) { wr.join(w.root.PID, w) })
+	r.rep.reschedule()
 }
 
 // detach removes w: once it returns, the writer no longer touches w.

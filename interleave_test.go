@@ -387,3 +387,17 @@ func TestSignalByIdentity(t *testing.T) {
 		t.Errorf("Signal(init) = %v, want ErrNotMember", err)
 	}
 }
+
+// The periodic check of a Watcher that joined an open hub runs without
+// any other trigger: a member gone without an exit event is removed.
+func TestPeriodicCheckOfNewWatcher(t *testing.T) {
+	fw := newFakeWorld(t)
+	fw.attach(Config{ReconcileInterval: -1}) // opens the hub
+	w := fw.attach(Config{ReconcileInterval: 20 * time.Millisecond})
+	mustPoll(t, w)
+	fw.host.Remove(101)
+	waitFor(t, "the periodic check", hasPIDs(w))
+	if s := mustPoll(t, w); s.Repairs != 1 || len(s.Delta.Exited) != 1 || s.Delta.Exited[0].StatusKnown {
+		t.Errorf("repairs %d exits %+v, want one repair and an exit of unknown status", s.Repairs, s.Delta.Exited)
+	}
+}

@@ -262,8 +262,9 @@ func (w *Watcher) reconcile(full bool, maxAge time.Duration) error {
 // soon as the kernel drops events. It only reads /proc; what it finds is
 // applied by the writer, after every event queued while it looked.
 type repairer struct {
-	r     *hubRun
-	kickc chan struct{}
+	r      *hubRun
+	kickc  chan struct{}
+	resync chan struct{} // the watchers changed: schedule again
 	stop  chan struct{}
 	done  chan struct{}
 
@@ -286,8 +287,16 @@ type schedule struct {
 
 func newRepairer(r *hubRun) *repairer {
 	return &repairer{
-		r: r, kickc: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		r: r, kickc: make(chan struct{}, 1), resync: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		scanner: r.fs.NewScanner(), checker: r.fs.NewScanner(), sched: make(map[*Watcher]*schedule),
+	}
+}
+
+// reschedule tells the loop that a Watcher attached or left.
+func (rp *repairer) reschedule() {
+	select {
+	case rp.resync <- struct{}{}:
+	default:
 	}
 }
 
@@ -349,6 +358,7 @@ func (rp *repairer) run() {
 			return
 		case <-rp.kickc:
 			rp.repairAll()
+		case <-rp.resync:
 		case <-timer.C:
 		}
 	}
