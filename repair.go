@@ -265,8 +265,8 @@ type repairer struct {
 	r      *hubRun
 	kickc  chan struct{}
 	resync chan struct{} // the watchers changed: schedule again
-	stop  chan struct{}
-	done  chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
 
 	scanMu  sync.Mutex // guards the host scan shared by the watchers
 	scanner *reconcile.Scanner
