@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -385,17 +386,21 @@ func (w *Watcher) Poll() (Snapshot, error) {
 			return Snapshot{}, err
 		}
 	}
+	// Copy under the lock, convert after it: the hub's writer waits on
+	// the lock, so a Poll of a large tree must not hold it long.
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.closed {
+		w.mu.Unlock()
 		return Snapshot{}, ErrClosed
 	}
 	if err := w.bgErr; err != nil {
 		w.bgErr = nil
+		w.mu.Unlock()
 		return Snapshot{}, err
 	}
 	w.flushLost()
 	ch := w.tr.Take()
+	members := w.tr.Copies(make([]tracker.Proc, 0, w.tr.Len()+1))
 	snap := Snapshot{
 		Time:       time.Now(),
 		Root:       w.root,
@@ -406,20 +411,22 @@ func (w *Watcher) Poll() (Snapshot, error) {
 		Repairs:    ch.Repairs,
 		Compacted:  ch.Compacted,
 		Unreadable: w.stats.Unreadable,
-		Delta: Delta{
-			Added:   identities(ch.Added),
-			Removed: identities(ch.Removed),
-			Exited:  make([]Exit, len(ch.Exits)),
-		},
 	}
 	w.overruns = 0
+	w.mu.Unlock()
+
+	snap.Delta = Delta{
+		Added:   identities(ch.Added),
+		Removed: identities(ch.Removed),
+		Exited:  make([]Exit, len(ch.Exits)),
+	}
 	for i, e := range ch.Exits {
 		snap.Delta.Exited[i] = w.exit(e)
 	}
-	members := w.tr.Members(nil)
+	slices.SortFunc(members, func(a, b tracker.Proc) int { return a.ID.PID - b.ID.PID })
 	snap.Processes = make([]ProcessInfo, len(members))
-	for i, p := range members {
-		snap.Processes[i] = w.info(p)
+	for i := range members {
+		snap.Processes[i] = w.info(&members[i])
 	}
 	if len(ch.Tombstones) > 0 {
 		snap.Tombstones = make([]Tombstone, len(ch.Tombstones))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -373,7 +374,7 @@ func TestIntegrationOverrunStopRecovery(t *testing.T) {
 		Storm:   &workload.Storm{Count: children, Lifetime: 10 * time.Minute, Rate: 3000},
 		Timeout: 15 * time.Minute,
 	})
-	wp := startWatchProc(t, watchProcSpec{Root: p.PID(), Watchers: 1})
+	wp := startWatchProc(t, watchProcSpec{Root: p.PID(), Watchers: 1, LiveOnly: true})
 	fs, err := reconcile.NewFS("")
 	if err != nil {
 		t.Fatal(err)
@@ -417,12 +418,15 @@ func TestIntegrationOverrunStopRecovery(t *testing.T) {
 		t.Fatalf("the live set never became exact: %d live, /proc %d..%d", len(live), len(before), len(after))
 	}
 	took := time.Since(cont)
+	load, _ := os.ReadFile("/proc/loadavg")
 	drops, _ := kernelDrops(t, pid)
 	rep := wp.report(t, "report")
-	t.Logf("recovered in %v: %d children at SIGCONT, %d live when exact (fan still forking: %v); kernel drops %d, overruns %d, repairs %d",
-		took.Round(time.Millisecond), atStop, len(live), len(after) < children, drops, rep.Hubs[0].Overruns, rep.Watchers[0].Repairs)
-	killWorkload(t, p)
+	t.Logf("recovered in %v: %d children at SIGCONT, %d live when exact (fan still forking: %v); kernel drops %d, overruns %d, repairs %d; loadavg %s",
+		took.Round(time.Millisecond), atStop, len(live), len(after) < children, drops, rep.Hubs[0].Overruns, rep.Watchers[0].Repairs, strings.TrimSpace(string(load)))
 	wp.stop(t)
+	// Killing 15,000 processes outlasts the workload's own stop timeout
+	// on a busy machine: the measurement is done, so the cleanup's kill
+	// (startWorkload) is enough.
 }
 
 // subset reports whether every element of a (sorted) is in b (sorted).

@@ -10,9 +10,11 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +45,9 @@ type watchProcSpec struct {
 	// page by page as events cycle through it, so a large one adds to the
 	// RSS until it has been cycled once.
 	SubBuffer int
+	// LiveOnly makes reports read LivePIDs alone, with no Poll (and no
+	// periodic Poll): the lightest view, for timing a watcher's catch-up.
+	LiveOnly bool
 }
 
 // watcherReport is one watcher's view in a procReport.
@@ -85,6 +90,16 @@ func watchProcMain() int {
 		f, err := os.Create(path)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
+		}
+	}
+	if v := os.Getenv("PWATCH_WATCHPROC_NICE"); v != "" {
+		// Every thread (Linux nice is per thread; new threads inherit it).
+		n, _ := strconv.Atoi(v)
+		ents, _ := os.ReadDir("/proc/self/task")
+		for _, e := range ents {
+			if tid, err := strconv.Atoi(e.Name()); err == nil {
+				syscall.Setpriority(syscall.PRIO_PROCESS, tid, n)
+			}
 		}
 	}
 	var hubs []*watchman.Hub
@@ -173,6 +188,9 @@ loop:
 	for {
 		select {
 		case <-tick.C:
+			if spec.LiveOnly {
+				continue
+			}
 			if err := poll(); err != nil {
 				fmt.Fprintln(os.Stderr, "watchproc: poll:", err)
 				code = 1
@@ -182,7 +200,11 @@ loop:
 			if !ok || c == "quit" {
 				break loop
 			}
-			if err := poll(); err != nil {
+			if spec.LiveOnly {
+				for _, st := range ws {
+					st.rep.Live = st.w.LivePIDs()
+				}
+			} else if err := poll(); err != nil {
 				fmt.Fprintln(os.Stderr, "watchproc: poll:", err)
 				code = 1
 				break loop

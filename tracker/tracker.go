@@ -282,6 +282,19 @@ func (t *Tracker) Members(dst []*Proc) []*Proc {
 	return dst
 }
 
+// Copies appends copies of the members to dst, unsorted, with the same
+// root rule as Members: a caller that holds a lock around the tracker
+// copies under it and works on the copies after.
+func (t *Tracker) Copies(dst []Proc) []Proc {
+	for _, p := range t.members {
+		if p.ID == t.root && !t.cfg.IncludeRoot {
+			continue
+		}
+		dst = append(dst, *p)
+	}
+	return dst
+}
+
 // PIDs appends the member PIDs to dst, sorted, with the same root rule as
 // Members.
 func (t *Tracker) PIDs(dst []int) []int {
