@@ -469,12 +469,15 @@ func (wr *writer) onFork(ev *connector.Event, clk *clocks) {
 		return
 	}
 	// The child is in /proc from the fork until it is reaped; its start
-	// time there is exact. If it is already gone (or its PID reused, which
-	// the start time tells), the start time is derived from the event's
-	// timestamp, and may be a tick off.
+	// time there is exact. The process /proc shows under the PID is the
+	// child if it started no later than the event's timestamp: the PID was
+	// the child's from the fork on, so a later start is a reuse, however
+	// late the event is read and however long the kernel took between the
+	// fork and the event. If the child is gone (or the PID reused), the
+	// start time is derived from the timestamp, and may be a tick off.
 	derived := clk.ticksOf(ev.Timestamp)
 	child := observe(wr.scanner, nil, pid, false, 0)
-	approx := !(child.Seen == tracker.SeenAlive && tracker.SameStart(derived, child.StartTicks, true))
+	approx := !(child.Seen == tracker.SeenAlive && child.StartTicks <= derived+1)
 	ticks := child.StartTicks
 	if approx {
 		ticks = derived
