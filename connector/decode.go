@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+
+	"github.com/process-watchman/watchman/internal/waitstatus"
 )
 
 // What is the type of a proc connector event (enum proc_cn_event in
@@ -170,16 +172,16 @@ func (e *Event) IsThread() bool { return e.PID != e.TGID }
 // exit yields (status, 0) with status in 0..255; a death by signal yields
 // (-1, signal). See CoreDumped for the core-dump bit.
 func (e *Event) ExitCode() (code int, signal int) {
-	s := e.ExitStatus
-	if sig := int(s & 0x7f); sig != 0 {
-		return -1, sig
-	}
-	return int(s>>8) & 0xff, 0
+	code, signal, _ = waitstatus.Decode(e.ExitStatus)
+	return code, signal
 }
 
 // CoreDumped reports whether the wait status of a WhatExit event has the
 // core-dump bit (0x80) set.
-func (e *Event) CoreDumped() bool { return e.ExitStatus&0x80 != 0 && e.ExitStatus&0x7f != 0 }
+func (e *Event) CoreDumped() bool {
+	_, _, core := waitstatus.Decode(e.ExitStatus)
+	return core
+}
 
 // Wire layout (include/uapi/linux/connector.h, cn_proc.h).
 const (
