@@ -42,6 +42,22 @@ func observe(s *reconcile.Scanner, fs *reconcile.FS, pid int, comm bool, cmdMax 
 	return o
 }
 
+// observeSettled is observe for a process a scan found, which may be in
+// the middle of an exec: the kernel sets the new name before the new
+// arguments, so for a moment /proc shows the new name and an empty command
+// line. No event marks the end of that moment (the scan found the process
+// without one), so an empty command line of a live process is read again,
+// a few times, a millisecond apart. Kernel threads and zombies, whose
+// command lines stay empty, are never members.
+func observeSettled(s *reconcile.Scanner, fs *reconcile.FS, pid int, comm bool, cmdMax int) tracker.Observation {
+	o := observe(s, fs, pid, comm, cmdMax)
+	for try := 0; try < 3 && o.Seen == tracker.SeenAlive && o.HasCmdline && len(o.Cmdline) == 0; try++ {
+		time.Sleep(time.Millisecond)
+		o = observe(s, fs, pid, comm, cmdMax)
+	}
+	return o
+}
+
 // hostScan is one look at /proc, as reconcile read it and as the tracker
 // takes it: a scan of the whole host, or a walk of one tree (walk set).
 type hostScan struct {
@@ -152,7 +168,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 	if m := w.cmdlineMax(); m > 0 {
 		for i := range chs {
 			if c := &chs[i]; c.Kind == tracker.Added {
-				o := observe(w.readerFor(), w.fs, c.Proc.ID.PID, false, m)
+				o := observeSettled(w.readerFor(), w.fs, c.Proc.ID.PID, false, m)
 				if o.Is(c.Proc.ID, c.Proc.Approx) && o.HasCmdline {
 					c.Proc.Cmdline, c.Proc.CmdlineTruncated = o.Cmdline, o.CmdlineTruncated
 					obs[c.Proc.ID] = &o
@@ -161,7 +177,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 		}
 	}
 	for _, id := range renamed {
-		o := observe(w.readerFor(), w.fs, id.PID, true, w.cmdlineMax())
+		o := observeSettled(w.readerFor(), w.fs, id.PID, true, w.cmdlineMax())
 		obs[id] = &o
 	}
 
