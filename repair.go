@@ -143,7 +143,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 		w.mu.Unlock()
 		return
 	}
-	opt := tracker.ScanOptions{Repair: repair, Name: hs.comm, Partial: hs.walk != nil}
+	opt := tracker.ScanOptions{Repair: repair, Name: hs.comm}
 	if epochAt != nil {
 		opt.Since = hs.start.Add(-scanMargin)
 		opt.Epoch = epochAt(w.tr)

@@ -131,6 +131,7 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 		IncludeRoot: c.IncludeRoot,
 		Tombstones:  w.tombstoneLimit(),
 		MaxPending:  MaxPendingChanges,
+		GoneMemory:  goneMemory,
 	}, time.Now())
 	w.tr.Describe(tracker.Identity(w.root), &st)
 	w.tr.DrainChanges(nil)

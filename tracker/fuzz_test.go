@@ -102,7 +102,7 @@ func fuzzOps(t testing.TB, ops []byte) {
 				}
 				// What exited since the read must not come back: the
 				// tracker's gone record is what protects it.
-				tr.ApplyScan(pending, pendingAt, ScanOptions{Repair: true, Since: pendingAt, Partial: ops[i]&0x10 != 0})
+				tr.ApplyScan(pending, pendingAt, ScanOptions{Repair: true, Since: pendingAt})
 				havePending = false
 			case 7:
 				tr.Overrun()

@@ -59,9 +59,6 @@ type ScanOptions struct {
 	// fork event added after it (Proc.FirstSeen) may be missing from it and
 	// are not judged.
 	Since time.Time
-	// Partial says the entries show only part of the host (a walk of the
-	// tree): removed identities they do not show are not forgotten.
-	Partial bool
 	// Name, if set, gives the command name of entries[i] for a process the
 	// scan adds, before the addition is logged.
 	Name func(i int) string
@@ -82,8 +79,9 @@ type ScanResult struct {
 // is a member, or a member removed since the scan read it, join, and so do
 // their descendants.
 //
-// Scans are assumed consistent with time: a process a scan showed gone, or
-// that exited, never shows again in a later scan.
+// A scan may be applied after events and scans that came after it was
+// read: a removed identity it still shows is not added back for as long as
+// the tracker remembers removals (Config.GoneMemory, PruneGone).
 func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *ScanResult {
 	clear(t.index)
 	clear(t.status)
@@ -194,13 +192,6 @@ func (t *Tracker) ApplyScan(entries []Entry, at time.Time, opt ScanOptions) *Sca
 		}
 	}
 
-	if !opt.Partial {
-		for id := range t.gone {
-			if i, ok := t.index[id.PID]; !ok || entries[i].StartTicks != id.StartTicks {
-				delete(t.gone, id)
-			}
-		}
-	}
 	return r
 }
 

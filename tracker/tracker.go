@@ -182,6 +182,12 @@ type Config struct {
 	// Tombstones is how many tombstones Tombstones keeps (oldest dropped
 	// first); 0 keeps none.
 	Tombstones int
+	// GoneMemory is how long removed identities are remembered, so that
+	// a scan read before a removal and applied after it does not add the
+	// process back (and so that its lineage holds); the tracker forgets
+	// older ones itself once many piled up. 0 means only PruneGone
+	// forgets them.
+	GoneMemory time.Duration
 	// MaxPending bounds the changes kept between two Takes (Added plus
 	// Removed); past it, the processes born and gone in between are
 	// dropped (Changes.Compacted). 0 means no bound.
@@ -199,6 +205,7 @@ type Tracker struct {
 	leaders   int           // members with a pending first-thread exit
 	repairs   uint64        // all repairs, Take or not
 	epoch     uint64        // overruns seen (see Overrun)
+	pruned    time.Time     // the last self-prune of gone
 	log       []Change      // mutations not drained yet
 
 	// provisional holds members removed without the kernel's exit status
@@ -407,6 +414,10 @@ func (t *Tracker) remove(p *Proc, exit Exit, repair bool) {
 		t.nonRoot--
 	}
 	t.gone[p.ID] = goneRec{at: exit.Time, depth: p.Depth}
+	if t.cfg.GoneMemory > 0 && len(t.gone) > goneBound && exit.Time.Sub(t.pruned) >= time.Second {
+		t.PruneGone(exit.Time.Add(-t.cfg.GoneMemory))
+		t.pruned = exit.Time
+	}
 	exit.ID = p.ID
 	t.log = append(t.log, Change{Kind: Removed, At: exit.Time, Proc: *p, Exit: exit, Repair: repair, Provisional: prov, Kernel: exit.Kernel})
 	t.pending.Exits = append(t.pending.Exits, exit)
@@ -464,6 +475,10 @@ func (t *Tracker) compact() {
 		c.Tombstones = append(c.Tombstones[:0:0], c.Tombstones[n:]...)
 	}
 }
+
+// goneBound is how many removed identities pile up before the tracker
+// prunes them itself (Config.GoneMemory).
+const goneBound = 4096
 
 // goneRec is a removed member: when, and its depth, so that the
 // descendants a scan shows under it keep their lineage.
