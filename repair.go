@@ -3,6 +3,7 @@ package watchman
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -338,7 +339,7 @@ func (rp *repairer) run() {
 		next := now.Add(time.Hour)
 		ws := rp.r.attached()
 		for w := range rp.sched {
-			if !contains(ws, w) {
+			if !slices.Contains(ws, w) {
 				delete(rp.sched, w)
 			}
 		}
@@ -405,15 +406,6 @@ func (rp *repairer) repairAll() {
 	if len(big) > 0 {
 		_ = rp.fullRepair(big, time.Now(), true)
 	}
-}
-
-func contains(ws []*Watcher, w *Watcher) bool {
-	for _, o := range ws {
-		if o == w {
-			return true
-		}
-	}
-	return false
 }
 
 // scanHost returns a host scan that started no earlier than since: the
