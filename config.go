@@ -61,6 +61,15 @@ type Config struct {
 	// and ProcessInfo.CmdlineTruncated set. Zero means
 	// DefaultCmdlineMaxChars.
 	CmdlineMaxChars int
+	// CaptureUsage fills Exit.Usage of every member that exits (CPU,
+	// peak memory, storage I/O, context switches, delays) from the
+	// kernel's taskstats records, in connector mode where the hub can
+	// listen to them (CAP_NET_ADMIN in the initial user and PID
+	// namespaces). Where it cannot, Exit.Usage stays nil and ModeReason
+	// and WatcherStats.UsageReason say why; a record that never comes
+	// within UsageWait of the exit is counted in WatcherStats.UsageMissing.
+	// Zero (false) opens no taskstats socket.
+	CaptureUsage bool
 	// KeepTombstones keeps the last state of removed members: in
 	// Snapshot.Tombstones (those removed since the previous Poll) and in
 	// Watcher.Tombstones (the last TombstoneLimit). Zero (false) keeps none.

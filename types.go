@@ -112,6 +112,54 @@ type Exit struct {
 	Time time.Time
 	// Lifetime is Time minus the start time.
 	Lifetime time.Duration
+	// Usage is what the process used over its whole life, all its threads
+	// included, with Config.CaptureUsage; nil when it is not known (see
+	// Usage and WatcherStats.UsageMissing).
+	Usage *Usage
+}
+
+// The sources of a Usage.
+const (
+	// UsageTaskstats: the kernel's per-task accounting at exit (generic
+	// netlink family TASKSTATS), for every member, however briefly it
+	// lived. Needs CAP_NET_ADMIN in the initial user namespace.
+	UsageTaskstats = "taskstats"
+	// UsageWait4: the rusage that wait4(2) returned for a direct child of
+	// this process (pwatch run's command); it has no I/O bytes, no delays
+	// and no wall time of its own.
+	UsageWait4 = "wait4"
+)
+
+// Usage is the resource usage of one whole process, from its start to the
+// exit of its last thread, as the kernel accounted it.
+type Usage struct {
+	// UserCPU and SystemCPU are the CPU times of all its threads.
+	UserCPU   time.Duration `json:"user_cpu_ns"`
+	SystemCPU time.Duration `json:"system_cpu_ns"`
+	// Wall is its lifetime as the kernel measured it (0 from wait4).
+	Wall time.Duration `json:"wall_ns"`
+	// PeakRSS is the high-water mark of its resident set, in bytes.
+	PeakRSS uint64 `json:"peak_rss_bytes"`
+	// ReadBytes and WriteBytes are the bytes it made the storage layer
+	// read and write (page cache hits are not reads; 0 from wait4).
+	ReadBytes  uint64 `json:"read_bytes"`
+	WriteBytes uint64 `json:"write_bytes"`
+	// VoluntarySwitches and InvoluntarySwitches count its context
+	// switches: waits it chose (I/O, sleep) and preemptions.
+	VoluntarySwitches   uint64 `json:"voluntary_switches"`
+	InvoluntarySwitches uint64 `json:"involuntary_switches"`
+	// CPUDelay, BlkioDelay and SwapinDelay are the times it waited for a
+	// CPU, for block I/O and for swap-in. The last two stay 0 unless the
+	// kernel's delay accounting is on (sysctl kernel.task_delayacct or
+	// the delayacct boot option); CPUDelay is always counted.
+	CPUDelay    time.Duration `json:"cpu_delay_ns"`
+	BlkioDelay  time.Duration `json:"blkio_delay_ns"`
+	SwapinDelay time.Duration `json:"swapin_delay_ns"`
+	// Threads is the number of threads accounted (1 for a process that
+	// never had a second one; 0 from wait4, which does not say).
+	Threads int `json:"threads,omitempty"`
+	// Source is UsageTaskstats or UsageWait4.
+	Source string `json:"source"`
 }
 
 // Tombstone is the last state of a removed member.

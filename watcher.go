@@ -344,6 +344,13 @@ type WatcherStats struct {
 	// check could not read (EMFILE, EACCES...). They stay members: only
 	// ENOENT/ESRCH or a zombie state mean gone.
 	Unreadable int
+	// UsageMatched counts the exits given a Usage (Config.CaptureUsage);
+	// UsageMissing those whose taskstats record did not come within
+	// UsageWait, or was lost in an overrun of the taskstats socket.
+	UsageMatched, UsageMissing uint64
+	// UsageReason says why Exit.Usage is nil when Config.CaptureUsage
+	// is set and usage cannot be captured at all ("" when it can).
+	UsageReason string
 }
 
 func (s *WatcherStats) countReconcile(d time.Duration, full bool) {
