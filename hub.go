@@ -24,10 +24,24 @@ type HubConfig struct {
 	// ProcRoot is the proc filesystem read at events; zero ("") means
 	// /proc. Watchers on the hub must use the same.
 	ProcRoot string
+	// FilterEntries bounds the kernel-side tree filter: an eBPF socket
+	// filter whose map holds the member TGIDs of every tree on the hub,
+	// so that the kernel drops the events of every other process before
+	// they wake the hub. Zero means DefaultFilterEntries; a negative value
+	// turns the kernel filter off (events are then filtered in user
+	// space, as where eBPF cannot be loaded). When the map is full the
+	// filter passes everything until a repair frees room
+	// (HubStats.FilterFailOpen).
+	FilterEntries int
 	// Dial opens the connector; nil means connector.Dial. Tests pass a
 	// fake kernel's (connectortest.Kernel.Dial).
 	Dial func(*connector.Config) (*connector.Conn, error)
 }
+
+// DefaultFilterEntries is the default HubConfig.FilterEntries: room for
+// the members of every tree on a hub (an entry costs the kernel about
+// 64 bytes).
+const DefaultFilterEntries = 65536
 
 // Hub owns one proc connector socket and one goroutine, its writer, which
 // receives the kernel's events and applies them, and the repairs that
