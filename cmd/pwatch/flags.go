@@ -73,6 +73,8 @@ type outputFlags struct {
 	metricsAddr  string
 	pollInterval time.Duration
 	listMax      int
+	// usage is --usage: fill every exit's resource usage (on by default).
+	usage bool
 }
 
 func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
@@ -85,6 +87,13 @@ func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`HOST:PORT`/metrics (port 0 = any; the address is printed on stderr)")
 	fs.DurationVar(&f.pollInterval, "poll-interval", 100*time.Millisecond, "how often to scan /proc in polling mode, and to check whether the tree is empty")
 	fs.IntVar(&f.listMax, "list-max", 10, "list at most `N` processes in each list of the summary (failed, left behind); 0 = all")
+	fs.BoolVar(&f.usage, "usage", true, "record each exiting process's resource usage (CPU, peak RSS, I/O, context switches) from the kernel's taskstats, as root in the initial namespaces; pwatch run's own children fall back to wait4's. --usage=false opens no taskstats socket")
+}
+
+// apply sets what the output flags ask of the Watcher.
+func (f *outputFlags) apply(cfg *watchman.Config) {
+	cfg.KeepTombstones = true
+	cfg.CaptureUsage = f.usage
 }
 
 // check validates the flags, and the output paths, before anything is

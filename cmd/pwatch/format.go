@@ -164,19 +164,6 @@ func cut(s string, width int) string {
 	return string(r[:max(width-1, 0)]) + "…"
 }
 
-// defaultSummaryWidth is the width of the summary's lines when stderr is
-// not a terminal.
-const defaultSummaryWidth = 200
-
-// summaryWidth is the terminal width of w, or defaultSummaryWidth when it
-// is not a terminal.
-func summaryWidth(w io.Writer) int {
-	if n := terminalWidth(w); n > 0 {
-		return n
-	}
-	return defaultSummaryWidth
-}
-
 // fmtDuration rounds d for people: 850µs, 12.3ms, 1.523s, 2m3s.
 func fmtDuration(d time.Duration) string {
 	switch {
@@ -219,6 +206,8 @@ type summary struct {
 	Overrun bool
 	// Truncated says --max-depth or --max-descendants kept processes out.
 	Truncated bool
+	// Usage is the resource usage of the exits (--usage), or nil.
+	Usage *usageSummary
 	// Stopped says why a watch ended early ("interrupted by SIGINT"), or
 	// "".
 	Stopped string
@@ -286,6 +275,9 @@ func writeSummary(w io.Writer, s *summary) {
 	}
 	if s.Unknown > 0 {
 		fmt.Fprintf(&b, "pwatch: %d exited with an unknown status (found gone by a /proc scan)\n", s.Unknown)
+	}
+	if s.Usage != nil {
+		s.Usage.write(&b, s)
 	}
 	if s.Verb == "run" {
 		if len(s.Left) == 0 {

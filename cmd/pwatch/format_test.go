@@ -21,6 +21,11 @@ func fixedEvents() (root watchman.Identity, begin time.Time, evs []watchman.Even
 	exit := func(pid, code, sig int, known bool, us int) *watchman.Exit {
 		return &watchman.Exit{Identity: id(pid), StatusKnown: known, Code: code, Signal: sig, Time: at(us)}
 	}
+	ccUsage := &watchman.Usage{UserCPU: 800 * time.Microsecond, SystemCPU: 150 * time.Microsecond, Wall: 1050 * time.Microsecond,
+		PeakRSS: 110 << 20, ReadBytes: 4096, WriteBytes: 10 << 20, VoluntarySwitches: 3, InvoluntarySwitches: 2,
+		CPUDelay: 12 * time.Microsecond, BlkioDelay: 5 * time.Microsecond, Threads: 2, Source: watchman.UsageTaskstats}
+	makeUsage := &watchman.Usage{UserCPU: 1500 * time.Microsecond, SystemCPU: 500 * time.Microsecond, Wall: 2000 * time.Microsecond,
+		PeakRSS: 3 << 20, Threads: 1, Source: watchman.UsageTaskstats}
 	evs = []watchman.Event{
 		{Type: watchman.EventExec, Time: at(10), Process: root, PPID: 99, Name: "sh", Cmdline: sh},
 		{Type: watchman.EventFork, Time: at(100), Process: id(101), PPID: 100, Name: "sh", Cmdline: sh, Depth: 1},
@@ -28,11 +33,11 @@ func fixedEvents() (root watchman.Identity, begin time.Time, evs []watchman.Even
 		{Type: watchman.EventFork, Time: at(200), Process: id(102), PPID: 101, Name: "make", Cmdline: []string{"make", "all"}, Depth: 2},
 		{Type: watchman.EventExec, Time: at(250), Process: id(102), PPID: 101, Name: "cc", Cmdline: []string{"cc", "-o", "a b", "it's.c"}, Depth: 2},
 		{Type: watchman.EventExit, Time: at(1250), Process: id(102), PPID: 101, Name: "cc", Cmdline: []string{"cc", "-o", "a b", "it's.c"}, Depth: 2,
-			Exit: exit(102, -1, 9, true, 1250)},
+			Exit: withUsage(exit(102, -1, 9, true, 1250), ccUsage)},
 		{Type: watchman.EventLost, Time: at(1300), Lost: 12, Overrun: true},
 		{Type: watchman.EventFork, Time: at(1400), Process: id(103), PPID: 101, Name: "weird\nname", Depth: 2, Synthetic: true},
 		{Type: watchman.EventExit, Time: at(2100), Process: id(101), PPID: 100, Name: "make", Cmdline: []string{"make", "all"}, Depth: 1,
-			Exit: exit(101, 2, 0, true, 2100)},
+			Exit: withUsage(exit(101, 2, 0, true, 2100), makeUsage)},
 		{Type: watchman.EventExit, Time: at(2200), Process: id(103), PPID: 1, Name: "weird\nname", Depth: 2, Synthetic: true,
 			Exit: exit(103, -1, 0, false, 2200)},
 		{Type: watchman.EventLost, Time: at(2300), Lost: 3},
@@ -41,6 +46,12 @@ func fixedEvents() (root watchman.Identity, begin time.Time, evs []watchman.Even
 			Exit: &watchman.Exit{Identity: root, StatusKnown: true, Code: 2, Time: at(3000)}},
 	}
 	return root, begin, evs
+}
+
+// withUsage gives x the usage u.
+func withUsage(x *watchman.Exit, u *watchman.Usage) *watchman.Exit {
+	x.Usage = u
+	return x
 }
 
 // recordFixed feeds the fixed events to a recorder, as a run would.

@@ -49,6 +49,10 @@ type eventLine struct {
 	// Rusage is on reap lines: the resources the process used, as wait4
 	// reported them.
 	Rusage *rusage `json:"rusage,omitempty"`
+	// Usage is on exit lines, what the process used over its whole life
+	// when the kernel's taskstats record came (--usage, as root); and on
+	// reap lines, what wait4 reported (source "wait4").
+	Usage *watchman.Usage `json:"usage,omitempty"`
 
 	// Lost markers.
 	Lost    *uint64 `json:"lost,omitempty"`
@@ -77,6 +81,7 @@ func newEventLine(ev *watchman.Event, name string, cmdline []string, depth int, 
 	l.setProcess(name, cmdline, depth)
 	if ev.Exit != nil {
 		l.setExit(ev.Exit)
+		l.Usage = ev.Exit.Usage
 	}
 	if ev.Type == watchman.EventExit && lifetime > 0 {
 		l.LifetimeNS = int64(lifetime)
@@ -115,13 +120,14 @@ func (l *eventLine) setExit(x *watchman.Exit) {
 }
 
 // reapLine is the line of a process pwatch reaped: COMMAND, or an orphan
-// of its tree that came back to pwatch, with its wait status and rusage.
-func reapLine(p *proc) eventLine {
+// of its tree that came back to pwatch, with its wait status, rusage, and
+// u, the Usage that wait4 gave.
+func reapLine(p *proc, u *watchman.Usage) eventLine {
 	l := eventLine{Time: jsonTime(p.end), Type: "reap", PID: p.id.PID, PPID: p.ppid, StartTicks: p.id.StartTicks}
 	l.setProcess(p.name, p.cmdline, p.depth)
 	l.setExit(&p.exit)
 	ru := p.rusage
-	l.Rusage = &ru
+	l.Rusage, l.Usage = &ru, u
 	return l
 }
 

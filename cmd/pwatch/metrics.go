@@ -21,6 +21,8 @@ type metrics struct {
 	events *prometheus.CounterVec
 	exits  *prometheus.CounterVec
 	lost   prometheus.Counter
+	// cpu and rss are the histograms of the exits' usage, by source.
+	cpu, rss *prometheus.HistogramVec
 
 	srv  *http.Server
 	done chan struct{} // closed when the server's goroutine returns
@@ -40,12 +42,26 @@ func newMetrics(w *watchman.Watcher, live func() int) *metrics {
 	m.lost = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "pwatch_lost_events_total", Help: "Events lost before pwatch saw them, as lost markers counted them.",
 	})
+	m.cpu = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "pwatch_exit_cpu_seconds",
+		Help:    "CPU time (user + system) of each exited member over its life, by source of the figure (taskstats, or wait4 for pwatch run's own children, which counts the children they waited for).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 11), // 1 ms to 17 min
+	}, []string{"source"})
+	m.rss = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "pwatch_exit_peak_rss_bytes",
+		Help:    "Peak resident set size of each exited member, by source of the figure (taskstats, or wait4 for pwatch run's own children).",
+		Buckets: prometheus.ExponentialBuckets(1<<20, 4, 10), // 1 MiB to 256 GiB
+	}, []string{"source"})
 	// Every series exists from the start, at zero.
 	for _, t := range []string{"fork", "exec", "exit", "lost"} {
 		m.events.WithLabelValues(t)
 	}
 	for _, o := range []string{"success", "failure", "signal", "unknown"} {
 		m.exits.WithLabelValues(o)
+	}
+	for _, src := range []string{watchman.UsageTaskstats, watchman.UsageWait4} {
+		m.cpu.WithLabelValues(src)
+		m.rss.WithLabelValues(src)
 	}
 	liveGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pwatch_live_processes", Help: "Live members of the tree, the root included.",
@@ -55,7 +71,7 @@ func newMetrics(w *watchman.Watcher, live func() int) *metrics {
 		ConstLabels: prometheus.Labels{"mode": string(w.Mode())},
 	})
 	mode.Set(1)
-	m.reg.MustRegister(m.events, m.exits, m.lost, liveGauge, mode, newStatsCollector(w))
+	m.reg.MustRegister(m.events, m.exits, m.lost, m.cpu, m.rss, liveGauge, mode, newStatsCollector(w))
 	return m
 }
 
@@ -75,6 +91,12 @@ func (m *metrics) observe(ev *watchman.Event) {
 	default:
 		m.exits.WithLabelValues("success").Inc()
 	}
+}
+
+// observeUsage adds one exit's usage to the histograms.
+func (m *metrics) observeUsage(u *watchman.Usage) {
+	m.cpu.WithLabelValues(u.Source).Observe((u.UserCPU + u.SystemCPU).Seconds())
+	m.rss.WithLabelValues(u.Source).Observe(float64(u.PeakRSS))
 }
 
 // listenMetrics opens the metrics address (before any file is created:
@@ -125,6 +147,7 @@ type statsCollector struct {
 
 	reconciles, fullScans, reconcileSeconds, lastReconcile *prometheus.Desc
 	repairs, overruns, hubEvents, hubLost                  *prometheus.Desc
+	usageMatched, usageMissing                             *prometheus.Desc
 }
 
 func newStatsCollector(w *watchman.Watcher) *statsCollector {
@@ -146,13 +169,17 @@ func newStatsCollector(w *watchman.Watcher) *statsCollector {
 			"Proc connector events received for the whole host, threads included, by type.", []string{"type"}, nil),
 		hubLost: prometheus.NewDesc("pwatch_hub_kernel_lost_total",
 			"Proc connector messages the kernel dropped, where it tells.", nil, nil),
+		usageMatched: prometheus.NewDesc("pwatch_usage_matched_total",
+			"Exits given the kernel's usage record (taskstats).", nil, nil),
+		usageMissing: prometheus.NewDesc("pwatch_usage_missing_total",
+			"Exits whose taskstats record did not come in time or was lost.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.reconciles, c.fullScans, c.reconcileSeconds, c.lastReconcile,
-		c.repairs, c.overruns, c.hubEvents, c.hubLost} {
+		c.repairs, c.overruns, c.hubEvents, c.hubLost, c.usageMatched, c.usageMissing} {
 		ch <- d
 	}
 }
@@ -169,6 +196,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.lastReconcile, prometheus.GaugeValue, st.LastReconcile.Seconds())
 	counter(c.repairs, float64(st.Repairs))
 	counter(c.overruns, float64(st.Overruns))
+	counter(c.usageMatched, float64(st.UsageMatched))
+	counter(c.usageMissing, float64(st.UsageMissing))
 	if h := c.w.Hub(); h != nil {
 		hs := h.Stats()
 		counter(c.hubEvents, float64(hs.Forks), "fork")

@@ -125,9 +125,11 @@ func siginfoPID(si *unix.Siginfo) int {
 	return int(*(*int32)(unsafe.Pointer(&b[off])))
 }
 
-// reaped records a child pwatch reaped.
+// reaped records a child pwatch reaped. Its exit gets wait4's usage
+// (wait4Usage), which stands where the Watcher gives none.
 func (s *session) reaped(c *reapedChild) {
 	x := waitExit(c.id, c.ws, c.at)
+	x.Usage = wait4Usage(&c.ru)
 	ru := rusage{
 		UserNS:    c.ru.Utime.Nano(),
 		SystemNS:  c.ru.Stime.Nano(),
@@ -140,13 +142,36 @@ func (s *session) reaped(c *reapedChild) {
 	}
 	p := s.rec.reaped(c.id, c.comm, c.ppid, x, ru)
 	if s.events != nil {
-		l := reapLine(p)
+		l := reapLine(p, x.Usage)
 		s.events.write(&l)
 	}
 	if s.trace != nil {
 		s.trace.update(p)
 	}
+	s.countUsage(p)
 	s.armFlush()
+}
+
+// wait4Usage is the wait4 fallback of per-process usage: pwatch run reaps
+// its own children (COMMAND, and the orphans that come back to it as
+// their subreaper) with wait4, here, in session.reaped, and their exits
+// take this Usage where the Watcher gives none (no taskstats: not root, a
+// namespace, --usage=false, a lost record); recorder.ended prefers a
+// taskstats Usage that comes later. Source is watchman.UsageWait4. It has
+// no wall time, no I/O bytes, no delays and no thread count, and it
+// differs from taskstats's in two ways: its CPU includes that of the
+// descendants the process waited for, and its peak RSS is the most the
+// process held over all its images, pwatch's launcher (before COMMAND's
+// exec) included.
+func wait4Usage(ru *unix.Rusage) *watchman.Usage {
+	return &watchman.Usage{
+		UserCPU:             time.Duration(ru.Utime.Nano()),
+		SystemCPU:           time.Duration(ru.Stime.Nano()),
+		PeakRSS:             uint64(max(ru.Maxrss, 0)) << 10,
+		VoluntarySwitches:   uint64(max(ru.Nvcsw, 0)),
+		InvoluntarySwitches: uint64(max(ru.Nivcsw, 0)),
+		Source:              watchman.UsageWait4,
+	}
 }
 
 // waitExit is an exit as wait4 reported it.

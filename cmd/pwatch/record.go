@@ -27,6 +27,8 @@ type proc struct {
 	// came back to pwatch), which gives its wait status and rusage.
 	reaped bool
 	rusage rusage
+	// usageSeen says the metrics have counted exit.Usage.
+	usageSeen bool
 	// traced is how far the trace has written the process.
 	traced traceState
 	// killed says pwatch signalled the process to end it.
@@ -262,15 +264,18 @@ func (r *recorder) apply(ev *watchman.Event) *proc {
 	return nil
 }
 
-// ended records how p ended, once.
+// ended records how p ended, once; a later report adds what it knows
+// better (the kernel's status, a taskstats Usage).
 func (r *recorder) ended(p *proc, x watchman.Exit, at time.Time) {
 	if p.exited {
+		u := betterUsage(p.exit.Usage, x.Usage)
 		// A tombstone came first; the event's status and time are the
 		// kernel's.
 		if x.StatusKnown && !p.exit.StatusKnown {
 			r.unknown--
 			p.exit, p.end = x, at
 		}
+		p.exit.Usage = u
 		return
 	}
 	p.exited, p.exit, p.end = true, x, at
@@ -300,6 +305,16 @@ func (r *recorder) tombstone(ts *watchman.Tombstone) *proc {
 		r.ended(p, ts.Exit, at)
 	}
 	return p
+}
+
+// betterUsage is the Usage to keep of two reports of one exit: the
+// kernel's taskstats record over wait4's (which counts the children the
+// process waited for, and the launcher's memory), else the first.
+func betterUsage(have, got *watchman.Usage) *watchman.Usage {
+	if have == nil || got != nil && got.Source == watchman.UsageTaskstats && have.Source != watchman.UsageTaskstats {
+		return got
+	}
+	return have
 }
 
 // latest returns the record of the live process with pid, or nil.

@@ -199,7 +199,7 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 	// The Watcher's root is pwatch itself: COMMAND is its child, and the
 	// orphans that come back to pwatch are members too, in every mode.
 	cfg := wf.config()
-	cfg.KeepTombstones = true
+	of.apply(cfg)
 	if cfg.MaxDepth > 0 {
 		cfg.MaxDepth++
 	}

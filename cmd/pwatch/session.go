@@ -150,7 +150,19 @@ func (s *session) handle(ev *watchman.Event) {
 	if s.metrics != nil {
 		s.metrics.observe(ev)
 	}
+	if p != nil {
+		s.countUsage(p)
+	}
 	s.armFlush()
+}
+
+// countUsage gives the metrics p's usage, once it is known, once.
+func (s *session) countUsage(p *proc) {
+	if s.metrics == nil || p.usageSeen || p.exit.Usage == nil {
+		return
+	}
+	p.usageSeen = true
+	s.metrics.observeUsage(p.exit.Usage)
 }
 
 // handleBatch handles ev and what else is already queued, then flushes
@@ -244,9 +256,14 @@ func (s *session) poll() (watchman.Snapshot, bool) {
 		return snap, false
 	}
 	for i := range snap.Tombstones {
-		if p := s.rec.tombstone(&snap.Tombstones[i]); p != nil && s.trace != nil {
+		p := s.rec.tombstone(&snap.Tombstones[i])
+		if p == nil {
+			continue
+		}
+		if s.trace != nil {
 			s.trace.update(p)
 		}
+		s.countUsage(p)
 	}
 	s.truncated = s.truncated || snap.Truncated
 	s.armFlush()
@@ -313,6 +330,14 @@ func (s *session) closeFiles() {
 	}
 }
 
+// usageSummary sums the usage of the exits, or is nil without --usage.
+func (s *session) usageSummary() *usageSummary {
+	if !s.out.usage {
+		return nil
+	}
+	return summarizeUsage(s.rec.order, s.w.Stats().UsageReason)
+}
+
 // summary fills the parts of the summary that the record holds.
 func (s *session) summary(verb string, end time.Time) *summary {
 	r := s.rec
@@ -336,6 +361,7 @@ func (s *session) summary(verb string, end time.Time) *summary {
 		Markers:   r.markers,
 		Overrun:   r.overrun,
 		Truncated: s.truncated,
+		Usage:     s.usageSummary(),
 		Limit:     s.out.listMax,
 		Width:     summaryWidth(s.a.stderr),
 		Events:    s.out.events,

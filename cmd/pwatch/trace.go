@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/process-watchman/watchman"
 )
 
 // traceEvent is one event of the Chrome Trace Event Format, which Perfetto
@@ -91,8 +93,10 @@ func (t *traceWriter) update(p *proc) {
 	case p.traced == traceNone:
 		t.span(p, "X", p.end)
 	case p.traced == traceBegun && p.exited:
+		args := map[string]any{"exit": exitText(&p.exit, " ")}
+		addUsageArgs(args, p.exit.Usage)
 		t.emit(traceEvent{Name: escape(p.name), Cat: "process", Ph: "E", TS: t.us(t.end(p, p.end)),
-			PID: p.ppid, TID: p.id.PID, Args: map[string]any{"exit": exitText(&p.exit, " ")}})
+			PID: p.ppid, TID: p.id.PID, Args: args})
 		p.traced = traceDone
 	}
 }
@@ -147,12 +151,37 @@ func (t *traceWriter) span(p *proc, ph string, end time.Time) {
 		ev.Dur = &dur
 		if p.exited {
 			args["exit"] = exitText(&p.exit, " ")
+			addUsageArgs(args, p.exit.Usage)
 		} else {
 			args["alive_at_end"] = true
 		}
 		p.traced = traceDone
 	}
 	t.emit(ev)
+}
+
+// addUsageArgs adds u's fields to a span's args, under the names of the
+// JSON Lines "usage" object (durations in ns), with "usage_source" for
+// its source; nothing when u is nil.
+func addUsageArgs(args map[string]any, u *watchman.Usage) {
+	if u == nil {
+		return
+	}
+	args["user_cpu_ns"] = int64(u.UserCPU)
+	args["system_cpu_ns"] = int64(u.SystemCPU)
+	args["wall_ns"] = int64(u.Wall)
+	args["peak_rss_bytes"] = u.PeakRSS
+	args["read_bytes"] = u.ReadBytes
+	args["write_bytes"] = u.WriteBytes
+	args["voluntary_switches"] = u.VoluntarySwitches
+	args["involuntary_switches"] = u.InvoluntarySwitches
+	args["cpu_delay_ns"] = int64(u.CPUDelay)
+	args["blkio_delay_ns"] = int64(u.BlkioDelay)
+	args["swapin_delay_ns"] = int64(u.SwapinDelay)
+	if u.Threads > 0 {
+		args["threads"] = u.Threads
+	}
+	args["usage_source"] = u.Source
 }
 
 // dirty says whether anything waits to be written.

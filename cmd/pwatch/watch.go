@@ -61,7 +61,7 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 	sigs, stopSignals := notifySignals(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopSignals()
 	cfg := wf.config()
-	cfg.KeepTombstones = true
+	of.apply(cfg)
 	w, err := watchman.Attach(pid, cfg)
 	if err != nil {
 		closeListener(ln)
