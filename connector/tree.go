@@ -67,6 +67,7 @@ type TreeFilter struct {
 type treeMaps interface {
 	add(tgid uint32) error
 	remove(tgid uint32) error
+	removeOlder(tgid uint32, before uint64) (bool, error)
 	replace(tgids []uint32) error
 	contains(tgid uint32) (bool, error)
 	len() (int, error)
@@ -100,6 +101,21 @@ func (f *TreeFilter) Add(tgid uint32) error {
 // and a reused PID does not inherit membership.
 func (f *TreeFilter) Remove(tgid uint32) error {
 	return f.do("tree remove", func(m treeMaps) error { return m.remove(tgid) })
+}
+
+// RemoveOlder deletes tgid if the entry was inserted before the
+// CLOCK_MONOTONIC time before (nanoseconds, as Event.Timestamp), and
+// reports whether it did. Removing a member at its exit with the exit
+// event's timestamp keeps the entry when the PID was since reused by a
+// new child of a member, which the kernel inserted later. The check and
+// the delete are two map operations: a reuse in between (the PID freed,
+// the allocator reaching it and a member forking, within microseconds) is
+// still deleted, and the caller must watch for that (a fork of a member
+// whose timestamp is not after the call).
+func (f *TreeFilter) RemoveOlder(tgid uint32, before uint64) (bool, error) {
+	var ok bool
+	err := f.do("tree remove", func(m treeMaps) (err error) { ok, err = m.removeOlder(tgid, before); return err })
+	return ok, err
 }
 
 // Replace makes the member set tgids, except that entries the kernel

@@ -195,6 +195,21 @@ func (t *ebpfTree) remove(tgid uint32) error {
 	return nil
 }
 
+func (t *ebpfTree) removeOlder(tgid uint32, before uint64) (bool, error) {
+	var stamp uint64
+	err := t.members.Lookup(tgid, &stamp)
+	if errors.Is(err, ebpf.ErrKeyNotExist) || err == nil && stamp >= before {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := t.remove(tgid); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 func (t *ebpfTree) replace(tgids []uint32) error {
 	start := monotonicNow()
 	want := make(map[uint32]bool, len(tgids))
