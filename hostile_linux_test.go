@@ -70,7 +70,12 @@ func TestIntegrationForgedMessagesChangeNothing(t *testing.T) {
 	}
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	root := sleeper.Process.Pid
-	w := mustAttach(t, root, &Config{Strategy: StrategyConnector, IncludeRoot: true})
+	// Without the kernel tree filter: it would drop the forged messages
+	// about non-members before the spoofing check counts them, and the
+	// marker's events (an outsider's) that this test waits for. Forged
+	// messages about members pass the filter and meet the same check.
+	hub := NewHub(&HubConfig{FilterEntries: -1})
+	w := mustAttach(t, root, &Config{Hub: hub, Strategy: StrategyConnector, IncludeRoot: true})
 	mustPoll(t, w)
 	w.hub.mu.Lock()
 	port, before := w.run.conn.PortID(), w.run.conn.Stats()

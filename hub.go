@@ -61,8 +61,9 @@ type Hub struct {
 	refs int
 	run  *hubRun
 
-	forks, execs, exits, others atomic.Uint64
-	overruns, lost              atomic.Uint64
+	forks, execs, exits, others   atomic.Uint64
+	overruns, lost                atomic.Uint64
+	filterFailOpens, filterErrors atomic.Uint64
 }
 
 // HubStats counts what a Hub received since it was made.
@@ -74,14 +75,31 @@ type HubStats struct {
 	// socket's buffer was full; Lost counts the messages it dropped, where
 	// the kernel tells (SO_MEMINFO).
 	Overruns, Lost uint64
+	// KernelFilter says the kernel-side tree filter is attached to the
+	// open socket (see HubConfig.FilterEntries); FilterReason says why
+	// not. Both are zero while no Watcher is attached.
+	KernelFilter bool
+	FilterReason string
+	// FilterOpen says the filter's map is full and it passes every event
+	// until a repair frees room; FilterFailOpens counts the times that
+	// happened, FilterErrors the map operations that failed.
+	FilterOpen                    bool
+	FilterFailOpens, FilterErrors uint64
 }
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() HubStats {
-	return HubStats{
+	st := HubStats{
 		Forks: h.forks.Load(), Execs: h.execs.Load(), Exits: h.exits.Load(), Other: h.others.Load(),
 		Overruns: h.overruns.Load(), Lost: h.lost.Load(),
+		FilterFailOpens: h.filterFailOpens.Load(), FilterErrors: h.filterErrors.Load(),
 	}
+	h.mu.Lock()
+	if h.run != nil {
+		h.run.filter.stats(&st)
+	}
+	h.mu.Unlock()
+	return st
 }
 
 // NewHub returns a Hub; it opens nothing until a Watcher attaches.
@@ -100,6 +118,7 @@ type hubRun struct {
 	conn    *connector.Conn
 	fs      *reconcile.FS
 	canMark bool          // the socket takes markers (connector.Conn.Mark)
+	filter  *hubFilter    // the kernel tree filter, if any
 	done    chan struct{} // closed when the writer has exited
 
 	// qmu guards the work queued for the writer.
@@ -133,7 +152,7 @@ func (h *Hub) acquire() (*hubRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &hubRun{h: h, conn: conn, fs: fs, canMark: conn.CanMark(), done: make(chan struct{})}
+	r := &hubRun{h: h, conn: conn, fs: fs, canMark: conn.CanMark(), filter: openFilter(conn, h), done: make(chan struct{})}
 	r.rep = newRepairer(r)
 	wr := newWriter(r)
 	go wr.run()
@@ -194,7 +213,10 @@ func (r *hubRun) attach(w *Watcher) {
 	r.wmu.Lock()
 	r.watchers = append(r.watchers, w)
 	r.wmu.Unlock()
-	r.doWait(func(wr *writer) { wr.join(w.root.PID, w) })
+	r.doWait(func(wr *writer) {
+		wr.join(w.root.PID, w)
+		wr.filter.add(w.root.PID)
+	})
 	r.rep.reschedule()
 }
 
@@ -225,6 +247,7 @@ func (r *hubRun) attached() []*Watcher {
 type writer struct {
 	r       *hubRun
 	h       *Hub
+	filter  *hubFilter
 	scanner *reconcile.Scanner
 	clock   clockBase
 
@@ -258,6 +281,7 @@ func newWriter(r *hubRun) *writer {
 	return &writer{
 		r:       r,
 		h:       r.h,
+		filter:  r.filter,
 		scanner: r.fs.NewScanner(),
 		idx:     make(map[int][]*Watcher),
 		prov:    make(map[int][]*Watcher),
@@ -276,6 +300,7 @@ func (wr *writer) run() {
 			wr.dispatch(evs)
 		}
 		wr.checkExits()
+		wr.filterTick(time.Now())
 		var drop *connector.DropError
 		switch {
 		case err == nil:
@@ -388,18 +413,24 @@ func (wr *writer) index(w *Watcher, chs []tracker.Change) {
 			leave(wr.prov, pid, w)
 		}
 	}
+	wr.filterChanges(chs)
 }
 
 func (wr *writer) join(pid int, w *Watcher) { add(wr.idx, pid, w) }
 
 // forget removes every trace of w.
 func (wr *writer) forget(w *Watcher) {
+	var gone []int
 	for _, m := range []map[int][]*Watcher{wr.idx, wr.prov} {
 		for pid, ws := range m {
 			if slices.Contains(ws, w) {
 				leave(m, pid, w)
+				gone = append(gone, pid)
 			}
 		}
+	}
+	for _, pid := range gone {
+		wr.filterDrop(pid, 0)
 	}
 	for i := range wr.checks {
 		if wr.checks[i].w == w {
@@ -471,6 +502,9 @@ func (wr *writer) onFork(ev *connector.Event, clk *clocks) {
 	if ev.PID != ev.TGID {
 		// A new thread, not a process.
 		wr.ws = lookup(wr.idx, int(ev.TGID), wr.ws[:0])
+		if len(wr.ws) == 0 {
+			wr.filterStranger(int(ev.TGID))
+		}
 		for _, w := range wr.ws {
 			wr.apply(w, func(tr *tracker.Tracker) { tr.Thread(int(ev.TGID)) })
 		}
@@ -480,6 +514,7 @@ func (wr *writer) onFork(ev *connector.Event, clk *clocks) {
 	// The child's PID among members means its old holder exited unseen.
 	wr.ws = lookup(wr.idx, pid, lookup(wr.idx, parent, wr.ws[:0]))
 	if len(wr.ws) == 0 {
+		wr.filterStranger(pid)
 		return
 	}
 	// The child is in /proc from the fork until it is reaped; its start
@@ -520,6 +555,7 @@ func (wr *writer) onExec(ev *connector.Event, clk *clocks) {
 	pid := int(ev.TGID)
 	wr.ws = lookup(wr.idx, pid, wr.ws[:0])
 	if len(wr.ws) == 0 {
+		wr.filterStranger(pid)
 		return
 	}
 	// The new image's name and command line, read once for the watchers
@@ -542,6 +578,7 @@ func (wr *writer) onExit(ev *connector.Event, clk *clocks) {
 		wr.ws = lookup(wr.prov, tgid, wr.ws)
 	}
 	if len(wr.ws) == 0 {
+		wr.filterStranger(tgid)
 		return
 	}
 	at := clk.wallOf(ev.Timestamp)
@@ -594,6 +631,7 @@ func (wr *writer) pruneProv() {
 			w.mu.Unlock()
 			if !waiting {
 				leave(wr.prov, pid, w)
+				wr.filterDrop(pid, 0)
 			}
 		}
 	}

@@ -450,9 +450,17 @@ func (rp *repairer) applyAfterQueued(ws []*Watcher, hs *hostScan, repair bool) {
 		since := h.overruns.Load() - hs.overruns
 		return tr.Epoch() - min(since, tr.Epoch())
 	}
+	var pre []int
+	for _, w := range ws {
+		pre = append(pre, rp.preAdd(w, hs)...)
+	}
 	rp.afterQueued(func(wr *writer) {
 		for _, w := range ws {
 			w.applyScan(hs, repair, epochAt, func(chs []tracker.Change) { wr.index(w, chs) })
+		}
+		wr.filter.unpend(pre)
+		for _, pid := range pre {
+			wr.filterDrop(pid, 0) // the ones no tree took
 		}
 	})
 }

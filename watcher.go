@@ -383,7 +383,12 @@ func (w *Watcher) Mode() Mode { return w.mode }
 
 // ModeReason says why the Watcher is in its Mode, e.g. why the proc
 // connector could not be used.
-func (w *Watcher) ModeReason() string { return w.modeReason }
+func (w *Watcher) ModeReason() string {
+	if w.run != nil {
+		return w.modeReason + "; " + w.run.filter.describe()
+	}
+	return w.modeReason
+}
 
 // Poll returns the tree as it is now and what changed since the previous
 // Poll. In polling mode it scans /proc first; in connector mode the tree is
