@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # The project's benchmark command (named in the README and BENCHMARKS.md).
 #
-# Builds everything, runs the Go micro-benchmarks (decoder, tracker,
-# scanner), then the benchmark suite (internal/benchsuite): capture rate,
-# latency, CPU per event, reconcile cost, idle cost and memory, many
-# watchers — all on this machine, in this run — and prints one table with
-# the machine's description and the targets marked met or missed.
+# Builds everything (the library, pwatch, the benchmark suite, and the C
+# storm with gcc), runs the Go micro-benchmarks (decoder, reader variants,
+# tracker, scanner), then the benchmark suite (internal/benchsuite): capture
+# rate, latency, CPU per kernel event against forkstat -q on C fork storms
+# (library and CLI), reconcile cost, idle cost and memory, many watchers,
+# and polling cost against psutil — all on this machine, in this run — and
+# prints one table with the machine's description, the load average each
+# row ran under, and the targets marked met or missed.
 #
-# Needs root (the proc connector, SO_RCVBUFFORCE, 10,000 processes) and
-# takes about 5 minutes. Progress goes to stderr, the table to stdout.
+# Needs root (the proc connector, SO_RCVBUFFORCE, eBPF, 20,000 processes),
+# gcc, forkstat and Debian's python3-psutil (installed with apt-get if
+# missing; where that fails the rows that need them say they were skipped).
+# Takes about 12 minutes once the load is low. Progress goes to stderr, the
+# table to stdout.
 #
 #   scripts/bench.sh                 # the full run
-#   scripts/bench.sh -quick          # a smoke run with smaller counts
+#   scripts/bench.sh -quick          # a smoke run with smaller counts (not reference figures)
 #   scripts/bench.sh -profile DIR    # also CPU profiles of the storm watchers
-#   scripts/bench.sh -sections 1,3   # some sections only (1-6)
+#   scripts/bench.sh -sections 3,7   # some sections only (1-7)
 #
 # Environment: BENCH_MAX_LOAD (default 0.5): wait up to BENCH_WAIT seconds
 # (default 300) for the 1-minute load average to fall below it first, since
@@ -25,6 +31,34 @@ if [[ $(id -u) -ne 0 ]]; then
 	echo "bench.sh: needs root (the proc connector); try: sudo $0 $*" >&2
 	exit 2
 fi
+
+quick=0
+for a in "$@"; do
+	[[ $a == -quick || $a == --quick ]] && quick=1
+done
+
+# The anchors: forkstat (section 3) and Debian's python3-psutil (section 7).
+python=/usr/bin/python3
+need=()
+command -v forkstat >/dev/null || need+=(forkstat)
+"$python" -c 'import psutil' 2>/dev/null || need+=(python3-psutil)
+command -v gcc >/dev/null || need+=(gcc)
+if ((${#need[@]})); then
+	echo "bench.sh: installing ${need[*]} (apt-get)" >&2
+	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >&2; then
+		echo "bench.sh: WARNING: could not install ${need[*]}: the rows that need them are skipped" >&2
+	fi
+fi
+
+# pid_max: section 7 raises it for its filler and restores it; restore it
+# here too if the suite dies first.
+pid_max=$(cat /proc/sys/kernel/pid_max)
+tmp=$(mktemp -d)
+cleanup() {
+	[[ $(cat /proc/sys/kernel/pid_max) == "$pid_max" ]] || echo "$pid_max" >/proc/sys/kernel/pid_max
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
 
 max_load=${BENCH_MAX_LOAD:-0.5}
 wait_s=${BENCH_WAIT:-300}
@@ -38,31 +72,41 @@ if ! awk -v l="$(load)" -v m="$max_load" 'BEGIN { exit !(l < m) }'; then
 	echo "bench.sh: WARNING: load average $(load) is still >= $max_load: the figures will be noisy" >&2
 fi
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-echo "bench.sh: building" >&2
+echo "bench.sh: building (load average $(load))" >&2
 go build ./...
 go build -o "$tmp/benchsuite" ./internal/benchsuite
+go build -o "$tmp/pwatch" ./cmd/pwatch
+echo "bench.sh: commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (plus uncommitted changes)')" >&2
 
 gobench=()
 if [[ ${BENCH_GOBENCH:-1} != 0 ]]; then
 	# One package at a time, each with a timeout, so that a benchmark
-	# that fails or hangs costs its own figures only.
+	# that fails or hangs costs its own figures only. The reader variants
+	# (BenchmarkReaderCPU: every variant and forkstat -q on one C storm;
+	# BenchmarkReaderLatency) run once each; the polling pass is section 7.
+	storm_children=20000
+	((quick)) && storm_children=2000
 	: >"$tmp/gobench.txt"
-	for pkg in ./connector ./tracker ./reconcile; do
-		echo "bench.sh: go test -run XXX -bench . -benchmem $pkg" >&2
-		ok=1
-		go test -run XXX -bench . -benchmem -timeout 2m "$pkg" >"$tmp/pkg.txt" 2>&1 || ok=0
-		grep -E '^(pkg:|cpu:|Benchmark|PASS|FAIL|ok|panic:|\*\*\*)' "$tmp/pkg.txt" >&2 || true
+	runbench() {
+		local pkg=$1
+		shift
+		echo "bench.sh: go test -run XXX -benchmem $* $pkg (load average $(load))" >&2
+		local ok=1
+		STORM_CHILDREN=$storm_children go test -run XXX -benchmem -timeout 3m "$@" "$pkg" >"$tmp/pkg.txt" 2>&1 || ok=0
+		grep -E '^(pkg:|cpu:|Benchmark|PASS|FAIL|ok|panic:|\*\*\*|storm|  )' "$tmp/pkg.txt" >&2 || true
 		if ((!ok)); then
-			echo "bench.sh: WARNING: the benchmarks of $pkg failed or timed out; their figures are partial" >&2
+			echo "bench.sh: WARNING: the benchmarks of $pkg ($*) failed or timed out; their figures are partial" >&2
 			sed -n '/^panic:/,/^$/p' "$tmp/pkg.txt" | head -20 >&2 || true
 		fi
 		grep -E '^(pkg:|Benchmark)' "$tmp/pkg.txt" >>"$tmp/gobench.txt" || true
-	done
+	}
+	runbench ./connector -bench . -skip 'ReaderCPU|ReaderLatency'
+	runbench ./connector -bench 'ReaderCPU' -benchtime 1x
+	runbench ./connector -bench 'ReaderLatency' -benchtime 1x
+	runbench ./tracker -bench .
+	runbench ./reconcile -bench . -skip PollPass
 	gobench=(-gobench "$tmp/gobench.txt")
 fi
 
 echo "bench.sh: benchmark suite (load average $(load))" >&2
-"$tmp/benchsuite" "${gobench[@]}" "$@"
+"$tmp/benchsuite" -pwatch "$tmp/pwatch" -pollpy scripts/pollbench.py -python "$python" "${gobench[@]}" "$@"

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,15 @@ type watcherArgs struct {
 	Memory bool
 	// WaitDone: at stop, wait until the Inside trees are over (storms).
 	WaitDone bool
+	// Filter is the hub's HubConfig.FilterEntries (connector mode): 0 the
+	// default (the kernel-side tree filter on), negative off.
+	Filter int
+	// Subscribe: the Inside watchers' events are read from Subscribe
+	// (counted in Delivered) during the window.
+	Subscribe bool
+	// Polls, in polling mode: after "go", call Poll on the first watcher
+	// this many times; the window is those polls.
+	Polls int
 }
 
 type watcherReport struct {
@@ -65,7 +75,12 @@ type watcherReport struct {
 	// Receives counts the Receive calls that returned events (the raw
 	// baseline only): about one per wakeup of the reader.
 	Receives uint64
-	Err      string
+	// Delivered counts the events read from the subscriptions (Subscribe),
+	// DeliveredForks the forks among them; SubLost the events they lost.
+	Delivered, DeliveredForks, SubLost uint64
+	// Polls is how many Polls the window held (Config.Polls).
+	Polls int
+	Err   string
 }
 
 func runRole(role string) int {
@@ -117,7 +132,7 @@ func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherRepor
 	cfg := watchman.Config{Strategy: watchman.Strategy(a.Strategy), ReconcileInterval: a.Interval}
 	var hub *watchman.Hub
 	if cfg.Strategy == watchman.StrategyConnector {
-		hub = watchman.NewHub(nil)
+		hub = watchman.NewHub(&watchman.HubConfig{FilterEntries: a.Filter})
 		cfg.Hub = hub
 	}
 	if a.Memory {
@@ -160,6 +175,25 @@ func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherRepor
 		}
 		rep.Members += len(s.Processes)
 	}
+	var delivered, forks, subLost atomic.Uint64
+	var readers sync.WaitGroup
+	if a.Subscribe {
+		for _, w := range ws[:a.Inside] {
+			sub := w.Subscribe(1 << 16)
+			defer sub.Close()
+			readers.Go(func() {
+				for ev := range sub.C {
+					delivered.Add(1)
+					switch ev.Type {
+					case watchman.EventFork:
+						forks.Add(1)
+					case watchman.EventLost:
+						subLost.Add(ev.Lost)
+					}
+				}
+			})
+		}
+	}
 	runtime.GC()
 	fmt.Fprintln(out, "ready")
 	if line, _ := in.ReadString('\n'); strings.TrimSpace(line) != "go" {
@@ -173,6 +207,20 @@ func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherRepor
 		}
 	}
 	st0, h0, c0, w0 := sumStats(ws), hubStats(hub), cpuSelf(), time.Now()
+	if a.Polls > 0 && len(ws) > 0 {
+		for range a.Polls {
+			s, err := ws[0].Poll()
+			if err != nil {
+				rep.Err = err.Error()
+				break
+			}
+			rep.Members = len(s.Processes)
+			rep.Polls++
+		}
+		rep.CPU, rep.Wall = cpuSelf()-c0, time.Since(w0)
+		in.ReadString('\n')
+		return rep
+	}
 	if line, _ := in.ReadString('\n'); strings.TrimSpace(line) != "stop" {
 		rep.Err = "no stop"
 	}
@@ -207,6 +255,7 @@ func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherRepor
 	rep.Overruns = st1.Overruns - st0.Overruns
 	rep.Reconciles = st1.Reconciles - st0.Reconciles
 	rep.FullScans = st1.FullScans - st0.FullScans
+	rep.Delivered, rep.DeliveredForks, rep.SubLost = delivered.Load(), forks.Load(), subLost.Load()
 	for _, w := range ws[:a.Inside] {
 		s, err := w.Poll()
 		if err != nil {
@@ -258,6 +307,18 @@ func startWatcher(a watcherArgs) (*watcherProc, error) {
 }
 
 func (wp *watcherProc) send(s string) { fmt.Fprintln(wp.in, s) }
+
+// runWatcher starts a watcher child, lets it go, optionally waits, and
+// returns its report.
+func runWatcher(a watcherArgs, wait time.Duration) (watcherReport, error) {
+	wp, err := startWatcher(a)
+	if err != nil {
+		return watcherReport{}, err
+	}
+	wp.send("go")
+	time.Sleep(wait)
+	return wp.finish()
+}
 
 // finish sends stop (after go) and returns the report.
 func (wp *watcherProc) finish() (watcherReport, error) {

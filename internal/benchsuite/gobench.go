@@ -36,7 +36,7 @@ func includeGoBench(t *table, path string) error {
 		for i := 2; i+1 < len(fields); i += 2 {
 			figs = append(figs, fields[i]+" "+fields[i+1])
 		}
-		t.rows = append(t.rows, row{section: 7, measure: pkg + " " + fields[0], value: strings.Join(figs, ", ")})
+		t.rows = append(t.rows, row{section: goSection, measure: pkg + " " + fields[0], value: strings.Join(figs, ", ")})
 	}
 	return sc.Err()
 }

@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/process-watchman/watchman/internal/cstorm"
 	"github.com/process-watchman/watchman/internal/workload"
 )
 
@@ -40,53 +41,86 @@ type options struct {
 	gobench  string        // go test -bench output to include
 	profile  string        // directory for CPU profiles of the storm watchers
 	sections string        // which sections to run
-	stormN   int           // children per storm workload
-	stormK   int           // concurrent storm workloads
+	children int           // children of a C storm (sections 3 and 6)
+	rounds   int           // storms per row in section 3 (the median is kept)
+	pwatch   string        // the pwatch binary (section 3's CLI rows)
+	pollPy   string        // scripts/pollbench.py (section 7)
+	python   string        // the interpreter with psutil (section 7)
+	hosts    string        // host sizes of section 7
 }
 
-var opt options
+// suite is one run of the benchmark suite.
+type suite struct {
+	opt  options
+	live liveSet
+	// idleShare is the idle CPU share of one watcher (section 5), for
+	// section 6's steady state.
+	idleShare float64
+	// bin is the C storm (internal/cstorm), built at the start in tmp.
+	bin string
+	tmp string
+}
 
 func main() {
 	workload.MaybeRun()
 	if role := os.Getenv(envRole); role != "" {
 		os.Exit(runRole(role))
 	}
-	flag.BoolVar(&opt.quick, "quick", false, "smaller counts and windows (a smoke run; figures are not the reference ones)")
-	flag.DurationVar(&opt.idle, "idle", 30*time.Second, "idle CPU window")
-	flag.StringVar(&opt.gobench, "gobench", "", "file with `go test -bench` output to include in the table")
-	flag.StringVar(&opt.profile, "profile", "", "write CPU profiles of the storm watcher processes into this `dir`")
-	flag.StringVar(&opt.sections, "sections", "1,2,3,4,5,6", "comma-separated sections to run")
-	flag.IntVar(&opt.stormN, "storm", 6000, "children per storm workload")
-	flag.IntVar(&opt.stormK, "storm-workloads", 2, "concurrent storm workloads")
+	bs := &suite{}
+	o := &bs.opt
+	flag.BoolVar(&o.quick, "quick", false, "smaller counts and windows (a smoke run; figures are not the reference ones)")
+	flag.DurationVar(&o.idle, "idle", 30*time.Second, "idle CPU window")
+	flag.StringVar(&o.gobench, "gobench", "", "file with `go test -bench` output to include in the table")
+	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the storm watchers into this `dir`")
+	flag.StringVar(&o.sections, "sections", "1,2,3,4,5,6,7", "comma-separated sections to run")
+	flag.IntVar(&o.children, "storm", 20000, "children of a C storm root")
+	flag.IntVar(&o.rounds, "rounds", 3, "storms per row of section 3 (the median is kept)")
+	flag.StringVar(&o.pwatch, "pwatch", "", "the pwatch `binary` for section 3's CLI rows (go build ./cmd/pwatch); none: the rows are skipped")
+	flag.StringVar(&o.pollPy, "pollpy", "scripts/pollbench.py", "the psutil poll script for section 7")
+	flag.StringVar(&o.python, "python", "/usr/bin/python3", "the Python with psutil (Debian's python3-psutil) for section 7")
+	flag.StringVar(&o.hosts, "hosts", "1000,5000,20000", "host sizes (processes) of section 7")
 	flag.Parse()
-	if opt.quick {
-		opt.idle = min(opt.idle, 5*time.Second)
-		opt.stormN = min(opt.stormN, 1500)
+	if o.quick {
+		o.idle = min(o.idle, 5*time.Second)
+		o.children = min(o.children, 2000)
+		o.rounds = 1
+		o.hosts = "1000"
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "benchsuite: needs root (the proc connector, SO_RCVBUFFORCE, 10,000 processes)")
+		fmt.Fprintln(os.Stderr, "benchsuite: needs root (the proc connector, SO_RCVBUFFORCE, 20,000 processes)")
 		os.Exit(2)
 	}
-	if opt.profile != "" {
-		if err := os.MkdirAll(opt.profile, 0o755); err != nil {
-			fatalf("%v", err)
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			bs.fatalf("%v", err)
 		}
+	}
+	tmp, err := os.MkdirTemp("", "benchsuite")
+	if err != nil {
+		bs.fatalf("%v", err)
+	}
+	bs.tmp = tmp
+	if bs.bin, err = cstorm.Build(tmp); err != nil {
+		os.RemoveAll(tmp)
+		bs.fatalf("%v", err)
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "benchsuite: %v: killing the workloads\n", s)
-		killAll()
+		bs.killAll()
+		os.RemoveAll(tmp)
 		os.Exit(1)
 	}()
-	code := run()
-	killAll()
+	code := bs.run()
+	bs.killAll()
+	os.RemoveAll(tmp)
 	os.Exit(code)
 }
 
-func want(section int) bool {
-	for _, s := range strings.Split(opt.sections, ",") {
+func (bs *suite) want(section int) bool {
+	for _, s := range strings.Split(bs.opt.sections, ",") {
 		if strings.TrimSpace(s) == fmt.Sprint(section) {
 			return true
 		}
@@ -94,7 +128,7 @@ func want(section int) bool {
 	return false
 }
 
-func run() int {
+func (bs *suite) run() int {
 	t := &table{}
 	start := time.Now()
 	m := describeMachine()
@@ -103,13 +137,14 @@ func run() int {
 		n  int
 		fn func(*table) error
 	}{
-		{1, sectionCapture},
-		{2, sectionLatency},
-		{5, sectionIdle}, // on the quiet host, before the pools
-		{3, sectionStormCPU},
-		{6, sectionManyWatchers},
-		{4, sectionReconcile},
-		{55, sectionMembers}, // section 5's 10,000 members, last: it needs the most processes
+		{1, bs.sectionCapture},
+		{2, bs.sectionLatency},
+		{5, bs.sectionIdle}, // on the quiet host, before the pools
+		{3, bs.sectionStormCPU},
+		{6, bs.sectionManyWatchers},
+		{4, bs.sectionReconcile},
+		{55, bs.sectionMembers}, // section 5's 10,000 members: it needs many processes
+		{7, bs.sectionPollCost}, // last: it fills the host to 20,000 processes
 	}
 	failed := false
 	for _, s := range steps {
@@ -117,17 +152,19 @@ func run() int {
 		if n == 55 {
 			n = 5
 		}
-		if !want(n) {
+		if !bs.want(n) {
 			continue
 		}
+		t.markLoad()
+		logf("section %d: load average %s", n, t.load)
 		if err := s.fn(t); err != nil {
 			logf("section %d: %v", n, err)
 			t.add(n, "section failed", err.Error(), "", "")
 			failed = true
 		}
 	}
-	if opt.gobench != "" {
-		if err := includeGoBench(t, opt.gobench); err != nil {
+	if bs.opt.gobench != "" {
+		if err := includeGoBench(t, bs.opt.gobench); err != nil {
 			logf("go benchmarks: %v", err)
 		}
 	}
@@ -136,7 +173,7 @@ func run() int {
 	fmt.Printf("process-watchman benchmark suite — %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Printf("machine: %s\n", m.String())
 	fmt.Printf("load average at start %s, at end %s; suite wall time %v\n", m.Load, end.Load, time.Since(start).Round(time.Second))
-	if opt.quick {
+	if bs.opt.quick {
 		fmt.Println("QUICK RUN: smaller counts and windows; not reference figures")
 	}
 	fmt.Println()
@@ -151,8 +188,8 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "benchsuite: "+format+"\n", args...)
 }
 
-func fatalf(format string, args ...any) {
+func (bs *suite) fatalf(format string, args ...any) {
 	logf(format, args...)
-	killAll()
+	bs.killAll()
 	os.Exit(1)
 }

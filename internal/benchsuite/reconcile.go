@@ -15,22 +15,18 @@ import (
 
 const hostTarget = 5000
 
-// idleShare is the idle CPU share of one watcher (section 5), for
-// section 6's steady state.
-var idleShare float64
-
 // sectionReconcile: full host scans per 1,000 processes (the scanner,
 // prometheus/procfs, a raw reused-buffer loop), and the tree-local
 // reconcile of a 10-process tree, on a host with 5,000 processes.
-func sectionReconcile(t *table) error {
-	tree, err := startPool(10)
+func (bs *suite) sectionReconcile(t *table) error {
+	tree, err := bs.startPool(10)
 	if err != nil {
 		return err
 	}
 	defer tree.stop()
 	var fill *pool
 	if n := hostTarget - procCount(); n > 0 {
-		if fill, err = startPool(n); err != nil {
+		if fill, err = bs.startPool(n); err != nil {
 			return err
 		}
 		defer fill.stop()
@@ -67,7 +63,7 @@ func sectionReconcile(t *table) error {
 		}},
 	}
 	iters := 15
-	if opt.quick {
+	if bs.opt.quick {
 		iters = 5
 	}
 	times := make([][]time.Duration, len(methods))
@@ -106,7 +102,7 @@ func sectionReconcile(t *table) error {
 	var local, full []time.Duration
 	prev := w.Stats()
 	window := 3 * time.Second
-	if opt.quick {
+	if bs.opt.quick {
 		window = time.Second
 	}
 	for end := time.Now().Add(window); time.Now().Before(end); {
@@ -134,26 +130,20 @@ func sectionReconcile(t *table) error {
 }
 
 // sectionIdle: a default connector watcher on a quiet 10-process tree,
-// in its own process, over opt.idle.
-func sectionIdle(t *table) error {
-	tree, err := startPool(10)
+// in its own process, over bs.opt.idle.
+func (bs *suite) sectionIdle(t *table) error {
+	tree, err := bs.startPool(10)
 	if err != nil {
 		return err
 	}
 	defer tree.stop()
-	wp, err := startWatcher(watcherArgs{Strategy: "connector", Roots: []int{tree.p.PID()}, Inside: 1, Memory: true})
-	if err != nil {
-		return err
-	}
-	logf("idle: %v window", opt.idle)
-	wp.send("go")
-	time.Sleep(opt.idle)
-	rep, err := wp.finish()
+	logf("idle: %v window", bs.opt.idle)
+	rep, err := runWatcher(watcherArgs{Strategy: "connector", Roots: []int{tree.p.PID()}, Inside: 1, Memory: true}, bs.opt.idle)
 	if err != nil {
 		return err
 	}
 	share := float64(rep.CPU) / float64(rep.Wall)
-	idleShare = share
+	bs.idleShare = share
 	t.add(5, fmt.Sprintf("idle CPU, default connector watcher, %d-member tree, %.0f s", rep.Members, rep.Wall.Seconds()),
 		fmt.Sprintf("**%.3f%% of a core** (%s CPU; %d reconciles, %d full scans; %d host events arrived meanwhile); RSS %.1f MiB",
 			100*share, ms(rep.CPU), rep.Reconciles, rep.FullScans, hubEvents(rep.Hub), float64(rep.RSSAfter)/(1<<20)),
@@ -163,25 +153,20 @@ func sectionIdle(t *table) error {
 
 // sectionMembers: heap and RSS of a watcher attached to a tree of 10,000
 // sleeping children.
-func sectionMembers(t *table) error {
+func (bs *suite) sectionMembers(t *table) error {
 	n := 10000
-	if opt.quick {
+	if bs.opt.quick {
 		n = 2000
 	}
 	if max, err := pidMax(); err == nil && procCount()+n+100 > max {
 		return fmt.Errorf("pid_max %d is too low for %d more processes", max, n)
 	}
-	tree, err := startPool(n)
+	tree, err := bs.startPool(n)
 	if err != nil {
 		return err
 	}
 	defer tree.stop()
-	wp, err := startWatcher(watcherArgs{Strategy: "connector", Roots: []int{tree.p.PID()}, Inside: 1, Memory: true})
-	if err != nil {
-		return err
-	}
-	wp.send("go")
-	rep, err := wp.finish()
+	rep, err := runWatcher(watcherArgs{Strategy: "connector", Roots: []int{tree.p.PID()}, Inside: 1, Memory: true}, 0)
 	if err != nil {
 		return err
 	}

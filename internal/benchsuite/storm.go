@@ -3,151 +3,529 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/process-watchman/watchman/internal/workload"
+	"github.com/process-watchman/watchman/internal/cstorm"
 )
 
-// stormRun is one fork storm (opt.stormK concurrent ForkOnly workloads of
-// opt.stormN children each, no rate limit) under one watcher child.
-type stormRun struct {
-	args     watcherArgs // Roots and Inside are filled in by run
-	inside   int         // how many storm trees are watched (the first ones)
-	extra    []int       // roots besides the storm's (idle processes)
-	forkstat bool        // run forkstat -q beside the watcher
-}
+// The kernel-side tree filter's two settings (HubConfig.FilterEntries).
+const (
+	filterOn  = 0  // the default
+	filterOff = -1 // events filtered in user space
+)
 
-type stormResult struct {
-	rep       watcherReport
-	records   int // ground-truth processes of the storm
-	captured  int // of those, in the inside watchers' Added
-	insideRec int // ground-truth processes of the inside trees
-	storm     time.Duration
-	forkstat  *forkstatResult
-}
-
-type forkstatResult struct {
-	cpu    time.Duration
-	events uint64 // as forkstat's own statistics count them, if parsed
-	out    string
-}
-
-func (r stormRun) run() (stormResult, error) {
-	var sr stormResult
-	ps := make([]*workload.Process, opt.stormK)
-	for i := range ps {
-		p, err := startWorkload(workload.Spec{Storm: &workload.Storm{Count: opt.stormN}, Timeout: 5 * time.Minute})
-		if err != nil {
-			for _, q := range ps[:i] {
-				kill(q)
-			}
-			return sr, err
-		}
-		ps[i] = p
+func filterName(f int) string {
+	if f < 0 {
+		return "filter off"
 	}
+	return "filter on"
+}
+
+// cStormRun is one C storm (internal/cstorm: a root that forks
+// bs.opt.children children that exit at once, flat out) under one watcher
+// child, with forkstat -q listening at the same time if asked.
+type cStormRun struct {
+	args     watcherArgs // Roots, Inside and WaitDone are filled in by run
+	inside   bool        // the first watcher watches the storm's root
+	extra    []int       // roots besides the storm's (idle processes)
+	forkstat bool
+}
+
+type cStormResult struct {
+	rep      watcherReport
+	children int
+	forked   time.Duration // the root's fork loop, from its gate to its last fork
+	fsCPU    time.Duration // forkstat -q's CPU over the window (0: not run)
+	fsErr    error
+}
+
+// stormEvents is the kernel events of a storm: a fork and an exit per child.
+func stormEvents(children int) uint64 { return 2 * uint64(children) }
+
+func (r cStormResult) perEvent() time.Duration { return perEvent(r.rep.CPU, stormEvents(r.children)) }
+
+func (r cStormResult) rate() float64 {
+	if r.forked <= 0 {
+		return 0
+	}
+	return float64(r.children) / r.forked.Seconds()
+}
+
+// captured is the share of the storm's children in the inside watcher's
+// Added (the storm's children are its only new members).
+func (r cStormResult) captured() string {
+	return pct(min(len(r.rep.Added), r.children), r.children)
+}
+
+func (bs *suite) startStorm(n, rate int) (*cstorm.Storm, func(), error) {
+	st, err := cstorm.Start(bs.bin, n, rate)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, bs.live.track(st.Kill), nil
+}
+
+// startForkstat starts forkstat -q (the anchor: it hears every event of
+// the host and prints nothing) and gives it time to start.
+func (bs *suite) startForkstat() (*exec.Cmd, func(), error) {
+	path, err := exec.LookPath("forkstat")
+	if err != nil {
+		return nil, nil, fmt.Errorf("forkstat is not installed (apt-get install -y forkstat)")
+	}
+	fs := exec.Command(path, "-q")
+	if err := fs.Start(); err != nil {
+		return nil, nil, err
+	}
+	forget := bs.live.track(func() { _ = fs.Process.Kill(); _ = fs.Wait() })
+	time.Sleep(300 * time.Millisecond) // its start-up is not part of the window
+	return fs, forget, nil
+}
+
+// stopForkstat ends forkstat (SIGINT, as a user would) and reaps it.
+func stopForkstat(fs *exec.Cmd) {
+	_ = fs.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = fs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = fs.Process.Kill()
+		<-done
+	}
+}
+
+func (r cStormRun) run(bs *suite) (cStormResult, error) {
+	res := cStormResult{children: bs.opt.children}
+	st, forget, err := bs.startStorm(bs.opt.children, 0)
+	if err != nil {
+		return res, err
+	}
+	defer forget()
 	a := r.args
-	a.Roots, a.Inside, a.WaitDone = nil, r.inside, true
-	for _, p := range ps[:r.inside] {
-		a.Roots = append(a.Roots, p.PID())
+	a.Roots, a.Inside, a.WaitDone = nil, 0, true
+	if r.inside {
+		a.Roots, a.Inside = []int{st.PID()}, 1
 	}
 	a.Roots = append(a.Roots, r.extra...)
 	wp, err := startWatcher(a)
 	if err != nil {
-		for _, p := range ps {
-			kill(p)
-		}
-		return sr, err
+		st.Kill()
+		return res, err
 	}
 	var fs *exec.Cmd
-	var fsOut bytes.Buffer
 	var fs0 time.Duration
 	if r.forkstat {
-		if path, err := exec.LookPath("forkstat"); err == nil {
-			fs = exec.Command(path, "-q")
-			fs.Stdout, fs.Stderr = &fsOut, &fsOut
-			if err := fs.Start(); err != nil {
-				fs = nil
-			} else {
-				time.Sleep(300 * time.Millisecond)
-				fs0, _ = cpuOf(fs.Process.Pid)
-			}
+		var forgetFS func()
+		fs, forgetFS, err = bs.startForkstat()
+		if err != nil {
+			res.fsErr = err
+		} else {
+			defer forgetFS()
+			fs0, _ = cstorm.ProcCPU(fs.Process.Pid)
 		}
 	}
 	wp.send("go")
-	t0 := time.Now()
-	for _, p := range ps {
-		p.Go()
+	if err := st.Go(); err != nil {
+		st.Kill()
+		wp.finish()
+		return res, err
 	}
-	var firstErr error
-	var results []*workload.Result
-	for _, p := range ps {
-		res, err := finish(p)
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		if res != nil {
-			results = append(results, res)
-		}
-	}
-	sr.storm = time.Since(t0)
-	rep, err := wp.finish()
-	if err != nil && firstErr == nil {
-		firstErr = err
-	}
-	sr.rep = rep
+	res.forked, err = st.Wait()
+	rep, werr := wp.finish()
+	res.rep = rep
 	if fs != nil {
-		// Let forkstat drain what is queued, as the watcher did.
-		time.Sleep(200 * time.Millisecond)
-		fs1, _ := cpuOf(fs.Process.Pid)
-		fs.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { fs.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			fs.Process.Kill()
-			<-done
-		}
-		sr.forkstat = &forkstatResult{cpu: fs1 - fs0, out: fsOut.String()}
-		sr.forkstat.events = parseForkstat(sr.forkstat.out)
+		time.Sleep(100 * time.Millisecond) // forkstat drains what is queued, as the watcher did
+		fs1, _ := cstorm.ProcCPU(fs.Process.Pid)
+		stopForkstat(fs)
+		res.fsCPU = fs1 - fs0
 	}
-	seen := idSet{}
-	seen.addAll(rep.Added)
-	for i, res := range results {
-		sr.records += len(res.Records)
-		if i < r.inside {
-			sr.insideRec += len(res.Records)
-			sr.captured += captured(res.Records, seen)
-		}
+	if err == nil {
+		err = werr
 	}
-	return sr, firstErr
+	return res, err
 }
 
-// parseForkstat sums the counts of forkstat -S's statistics table
-// ("Fork", "Exec", "Exit", ... lines ending in a count).
-var forkstatLine = regexp.MustCompile(`(?m)^\s*(Fork|Exec|Exit|Core Dump|Comm|Clone|Ptrace|UID|SID|GID|Coredump)\s+(\d+)`)
+// median is the middle value (the upper one of an even count).
+func median[T cmp.Ordered](v []T) T {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		var zero T
+		return zero
+	}
+	return s[len(s)/2]
+}
 
-func parseForkstat(out string) uint64 {
-	var n uint64
-	for _, m := range forkstatLine.FindAllStringSubmatch(out, -1) {
-		v, _ := strconv.ParseUint(m[2], 10, 64)
-		n += v
+func ratios(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// sectionStormCPU: CPU per kernel event during a C storm of
+// bs.opt.children children, against forkstat -q on the same storms: the
+// library inside the tree (events read from Subscribe) and outside every
+// tree, with the kernel-side tree filter on and off, in the same run as
+// forkstat; then the CLI (pwatch watch, pwatch run) alternated with
+// forkstat on identical storms.
+func (bs *suite) sectionStormCPU(t *table) error {
+	idle, stopIdle, err := bs.hold(1)
+	if err != nil {
+		return err
+	}
+	defer stopIdle()
+	con := watcherArgs{Strategy: "connector"}
+	withProf := func(a watcherArgs, name string) watcherArgs { a.Profile = profilePath(bs.opt.profile, name); return a }
+	type variant struct {
+		name    string
+		run     cStormRun
+		target  float64
+		results []cStormResult
+		loads   []string
+	}
+	vs := []*variant{}
+	for _, f := range []int{filterOn, filterOff} {
+		in := con
+		in.Filter, in.Subscribe = f, true
+		out := con
+		out.Filter = f
+		tag := strings.ReplaceAll(filterName(f), " ", "-")
+		vs = append(vs,
+			&variant{name: "library, Watcher on the storm's root, events from Subscribe (inside), " + filterName(f),
+				run: cStormRun{args: withProf(in, "storm-inside-"+tag), inside: true, forkstat: true}, target: 0.5},
+			&variant{name: "library, Watcher on a sleeping process (outside every tree), " + filterName(f),
+				run: cStormRun{args: withProf(out, "storm-outside-"+tag), extra: []int{idle.PID()}, forkstat: true}, target: 0.1})
+	}
+	// Round robin over the variants, so that a change of the machine's
+	// load touches all of them alike.
+	for round := range bs.opt.rounds {
+		for _, v := range vs {
+			t.markLoad()
+			logf("storm %d/%d: %s (load %s)", round+1, bs.opt.rounds, v.name, t.load)
+			r, err := v.run.run(bs)
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+			if r.fsErr != nil {
+				return r.fsErr
+			}
+			v.results = append(v.results, r)
+			v.loads = append(v.loads, t.load)
+		}
+	}
+	var fsPer []time.Duration
+	for _, v := range vs {
+		var cpus, fsCPUs []time.Duration
+		var rs []float64
+		for _, r := range v.results {
+			cpus = append(cpus, r.rep.CPU)
+			fsCPUs = append(fsCPUs, r.fsCPU)
+			fsPer = append(fsPer, perEvent(r.fsCPU, stormEvents(r.children)))
+			rs = append(rs, float64(r.rep.CPU)/float64(max(r.fsCPU, 1)))
+		}
+		ratio := median(rs)
+		ev := stormEvents(bs.opt.children)
+		mid := v.results[len(v.results)/2]
+		val := fmt.Sprintf("**%s per event** (median CPU %s over %d storm events); forkstat -q beside it %s per event; **%.2fx forkstat** (median of %s); ",
+			us(perEvent(median(cpus), ev)), ms(median(cpus)), ev, us(perEvent(median(fsCPUs), ev)), ratio, ratios(rs))
+		val += fmt.Sprintf("the hub heard %d events, %d overruns, %d lost", hubEvents(mid.rep.Hub), mid.rep.Hub.Overruns, mid.rep.Hub.Lost)
+		if v.run.inside {
+			val += fmt.Sprintf("; Subscribe delivered %d events (%d forks, %d lost); captured %s", mid.rep.Delivered, mid.rep.DeliveredForks, mid.rep.SubLost, mid.captured())
+		}
+		val += fmt.Sprintf("; storm: %d children forked at %.0f/s", mid.children, mid.rate())
+		t.load = strings.Join(v.loads, "/")
+		t.add(3, v.name, val, fmt.Sprintf("≤ %.1fx forkstat", v.target), verdict(ratio <= v.target))
+	}
+	t.add(3, "anchor: forkstat -q beside the library rows (utime+stime from /proc, 10 ms ticks)",
+		fmt.Sprintf("**%s per event** (median of %d storms, %d storm events each)", us(median(fsPer)), len(fsPer), stormEvents(bs.opt.children)), "(the anchor)", "—")
+	return bs.stormCLI(t)
+}
+
+// cliRun is one pwatch (or forkstat) run on one storm.
+type cliRun struct {
+	cpu    time.Duration
+	forked time.Duration
+	forks  int // fork lines in the events file (pwatch)
+	load   string
+}
+
+// stormCLI alternates forkstat -q alone, pwatch watch, forkstat -q alone
+// and pwatch run on identical storms, bs.opt.rounds times, and compares
+// the medians.
+func (bs *suite) stormCLI(t *table) error {
+	if bs.opt.pwatch == "" {
+		t.add(3, "pwatch watch / pwatch run", "not measured: no -pwatch binary", "", "—")
+		return nil
+	}
+	if _, err := exec.LookPath("forkstat"); err != nil {
+		t.add(3, "pwatch watch / pwatch run", "not measured: forkstat is not installed (apt-get install -y forkstat)", "", "—")
+		return nil
+	}
+	var fs, watch, run []cliRun
+	for round := range bs.opt.rounds {
+		for _, step := range []struct {
+			name string
+			fn   func() (cliRun, error)
+			dst  *[]cliRun
+		}{
+			{"forkstat -q alone", bs.forkstatAlone, &fs},
+			{"pwatch watch", bs.pwatchWatch, &watch},
+			{"forkstat -q alone", bs.forkstatAlone, &fs},
+			{"pwatch run", bs.pwatchRun, &run},
+		} {
+			l := load1()
+			logf("storm %d/%d: %s (load %s)", round+1, bs.opt.rounds, step.name, l)
+			r, err := step.fn()
+			if err != nil {
+				return fmt.Errorf("%s: %w", step.name, err)
+			}
+			r.load = l
+			*step.dst = append(*step.dst, r)
+		}
+	}
+	ev := stormEvents(bs.opt.children)
+	med := func(rs []cliRun) (time.Duration, []string, string) {
+		var c []time.Duration
+		var s, loads []string
+		for _, r := range rs {
+			c = append(c, r.cpu)
+			s = append(s, ms(r.cpu))
+			loads = append(loads, r.load)
+		}
+		return median(c), s, strings.Join(loads, "/")
+	}
+	fsMed, fsAll, fsLoads := med(fs)
+	t.load = fsLoads
+	t.add(3, "anchor: forkstat -q alone on the storm (wait4 rusage over its life)",
+		fmt.Sprintf("**%s per event** (median CPU %s of %d runs: %s)", us(perEvent(fsMed, ev)), ms(fsMed), len(fs), strings.Join(fsAll, ", ")), "(the anchor)", "—")
+	for _, c := range []struct {
+		name string
+		rs   []cliRun
+	}{
+		{"`pwatch watch --events FILE ROOT` (CLI, alternated with forkstat)", watch},
+		{"`pwatch run --events FILE --trace FILE -- STORM` (CLI, alternated with forkstat)", run},
+	} {
+		m, all, loads := med(c.rs)
+		ratio := float64(m) / float64(max(fsMed, 1))
+		mid := c.rs[len(c.rs)/2]
+		var forks []string
+		for _, r := range c.rs {
+			forks = append(forks, strconv.Itoa(r.forks))
+		}
+		t.load = loads
+		t.add(3, c.name, fmt.Sprintf("**%s per event** (median CPU %s of %d runs: %s; own CPU from /proc of its zombie, its whole life); **%.2fx forkstat**; fork lines in the events file: %s of %d; storm at %.0f forks/s",
+			us(perEvent(m, ev)), ms(m), len(c.rs), strings.Join(all, ", "), ratio, strings.Join(forks, ", "), bs.opt.children, float64(bs.opt.children)/max(mid.forked.Seconds(), 1e-9)),
+			"≤ 0.5x forkstat", verdict(ratio <= 0.5))
+	}
+	return nil
+}
+
+// forkstatAlone: forkstat -q started, a storm, forkstat stopped; its CPU
+// from wait4 over its life (it has no children).
+func (bs *suite) forkstatAlone() (cliRun, error) {
+	var r cliRun
+	st, forget, err := bs.startStorm(bs.opt.children, 0)
+	if err != nil {
+		return r, err
+	}
+	defer forget()
+	fs, forgetFS, err := bs.startForkstat()
+	if err != nil {
+		st.Kill()
+		return r, err
+	}
+	defer forgetFS()
+	if err := st.Go(); err != nil {
+		st.Kill()
+		stopForkstat(fs)
+		return r, err
+	}
+	r.forked, err = st.Wait()
+	time.Sleep(100 * time.Millisecond)
+	stopForkstat(fs)
+	if ps := fs.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
+	return r, err
+}
+
+// countForks counts the fork events in a pwatch --events file.
+func countForks(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 1<<24)
+	for sc.Scan() {
+		if bytes.Contains(sc.Bytes(), []byte(`"type":"fork"`)) {
+			n++
+		}
 	}
 	return n
 }
 
-func profilePath(name string) string {
-	if opt.profile == "" {
+// waitPwatch waits for pwatch to exit, reads its own CPU from its zombie
+// and reaps it; it kills pwatch if it has not exited within limit.
+func waitPwatch(cmd *exec.Cmd, limit time.Duration) (time.Duration, error) {
+	timer := time.AfterFunc(limit, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	cpu, zerr := cstorm.ZombieCPU(cmd.Process.Pid)
+	err := cmd.Wait()
+	if zerr != nil {
+		return 0, zerr
+	}
+	if err != nil {
+		return cpu, fmt.Errorf("pwatch: %v", err)
+	}
+	return cpu, nil
+}
+
+// pwatchWatch: a storm root held at its gate, pwatch watch --events FILE
+// on it; the gate opens once pwatch says it is watching; pwatch ends by
+// itself when the tree is gone.
+func (bs *suite) pwatchWatch() (cliRun, error) {
+	var r cliRun
+	st, forget, err := bs.startStorm(bs.opt.children, 0)
+	if err != nil {
+		return r, err
+	}
+	defer forget()
+	events := filepath.Join(bs.tmp, "watch-events.jsonl")
+	cmd := exec.Command(bs.opt.pwatch, "watch", "--events", events, strconv.Itoa(st.PID()))
+	var stderr bytes.Buffer
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		st.Kill()
+		return r, err
+	}
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		pr.Close()
+		st.Kill()
+		return r, err
+	}
+	pw.Close()
+	forgetCmd := bs.live.track(func() { _ = cmd.Process.Kill() })
+	defer forgetCmd()
+	ready := make(chan bool, 1)
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		sc := bufio.NewScanner(pr)
+		said := false
+		for sc.Scan() {
+			stderr.Write(sc.Bytes())
+			stderr.WriteByte('\n')
+			if !said && strings.HasPrefix(sc.Text(), "pwatch: watching") {
+				said = true
+				ready <- true
+			}
+		}
+		if !said {
+			ready <- false
+		}
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			st.Kill()
+			_, _ = waitPwatch(cmd, time.Second)
+			<-copied
+			return r, fmt.Errorf("pwatch watch did not start: %s", stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		st.Kill()
+		_, _ = waitPwatch(cmd, time.Second)
+		return r, fmt.Errorf("pwatch watch: not watching after 30 s")
+	}
+	if err := st.Go(); err != nil {
+		st.Kill()
+		_, _ = waitPwatch(cmd, time.Second)
+		return r, err
+	}
+	r.forked, err = st.Wait()
+	if err != nil {
+		_, _ = waitPwatch(cmd, time.Second)
+		return r, err
+	}
+	r.cpu, err = waitPwatch(cmd, 2*time.Minute)
+	<-copied
+	pr.Close()
+	if err != nil {
+		return r, fmt.Errorf("%v: %s", err, lastLines(stderr.String(), 5))
+	}
+	r.forks = countForks(events)
+	os.Remove(events)
+	return r, nil
+}
+
+// pwatchRun: pwatch run --events FILE --trace FILE -- STORM, the storm
+// root waiting at a FIFO gate that opens once pwatch has started it.
+func (bs *suite) pwatchRun() (cliRun, error) {
+	var r cliRun
+	gate, err := cstorm.NewGate(bs.tmp)
+	if err != nil {
+		return r, err
+	}
+	events := filepath.Join(bs.tmp, "run-events.jsonl")
+	trace := filepath.Join(bs.tmp, "run-trace.json")
+	cmd := exec.Command(bs.opt.pwatch, "run", "--events", events, "--trace", trace, "--",
+		bs.bin, "-g", gate.Path(), strconv.Itoa(bs.opt.children))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	forgetCmd := bs.live.track(func() { _ = cmd.Process.Kill() })
+	defer forgetCmd()
+	if err := gate.Open(30 * time.Second); err != nil {
+		_ = cmd.Process.Kill()
+		_, _ = waitPwatch(cmd, time.Second)
+		return r, fmt.Errorf("%v: %s", err, lastLines(stderr.String(), 5))
+	}
+	r.cpu, err = waitPwatch(cmd, 2*time.Minute)
+	if err != nil {
+		return r, fmt.Errorf("%v: %s", err, lastLines(stderr.String(), 5))
+	}
+	if r.forked, err = cstorm.ParseForked(lastLines(stdout.String(), 1)); err != nil {
+		return r, err
+	}
+	r.forks = countForks(events)
+	os.Remove(events)
+	os.Remove(trace)
+	return r, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func profilePath(dir, name string) string {
+	if dir == "" {
 		return ""
 	}
-	return filepath.Join(opt.profile, name+".pprof")
+	return filepath.Join(dir, name+".pprof")
 }
 
 func perEvent(cpu time.Duration, events uint64) time.Duration {
@@ -157,136 +535,43 @@ func perEvent(cpu time.Duration, events uint64) time.Duration {
 	return cpu / time.Duration(events)
 }
 
-func coreShare(cpu, wall time.Duration) string {
-	if wall <= 0 {
-		return "n/a"
-	}
-	return fmt.Sprintf("%.1f%% of a core", 100*float64(cpu)/float64(wall))
-}
-
-// sectionStormCPU: the watcher's CPU per kernel event during the fastest
-// fork storm this machine sustains, inside the tree and outside it, in
-// connector mode and in polling mode at 100 ms, with forkstat beside the
-// outside run, and a bare connector.Receive loop as the floor.
-func sectionStormCPU(t *table) error {
-	idle, err := startPool(1)
-	if err != nil {
-		return err
-	}
-	defer idle.stop()
-	con := watcherArgs{Strategy: "connector"}
-	poll := watcherArgs{Strategy: "poll", Interval: 100 * time.Millisecond}
-	withProf := func(a watcherArgs, name string) watcherArgs { a.Profile = profilePath(name); return a }
-	all := opt.stormK
-	runs := []struct {
-		name string
-		run  stormRun
-	}{
-		{"connector, inside the tree", stormRun{args: withProf(con, "storm-inside"), inside: all}},
-		{"connector, outside the tree", stormRun{args: withProf(con, "storm-outside"), extra: idle.pids, forkstat: true}},
-		{"poll 100 ms, inside the tree", stormRun{args: poll, inside: all}},
-		{"poll 100 ms, outside the tree", stormRun{args: poll, extra: idle.pids}},
-		{"floor: bare connector.Receive loop", stormRun{args: withProf(watcherArgs{Strategy: "raw"}, "storm-raw")}},
-	}
-	res := make([]stormResult, len(runs))
-	for i, c := range runs {
-		logf("storm: %s", c.name)
-		r, err := c.run.run()
-		if err != nil {
-			return fmt.Errorf("%s: %w", c.name, err)
-		}
-		res[i] = r
-	}
-	targets := []time.Duration{15 * time.Microsecond, 3 * time.Microsecond}
-	raw := res[4]
-	rawPer := perEvent(raw.rep.CPU, hubEvents(raw.rep.Hub))
-	for i, c := range runs {
-		r := res[i]
-		ev := hubEvents(r.rep.Hub)
-		rate := float64(r.records) / r.storm.Seconds()
-		desc := fmt.Sprintf("%s CPU over %.2f s (%s); storm of %d processes at %.0f/s", ms(r.rep.CPU), r.rep.Wall.Seconds(),
-			coreShare(r.rep.CPU, r.rep.Wall), r.records, rate)
-		if c.run.inside > 0 {
-			desc += fmt.Sprintf(", captured %s", pct(r.captured, r.insideRec))
-		}
-		switch {
-		case i < 2:
-			per := perEvent(r.rep.CPU, ev)
-			desc = fmt.Sprintf("**%s per event** (%d kernel events, %d overruns, %d lost); ", us(per), ev, r.rep.Hub.Overruns, r.rep.Hub.Lost) + desc
-			p := res[i+2]
-			ratio := float64(r.rep.CPU) / float64(r.rep.Wall) / (float64(p.rep.CPU) / float64(p.rep.Wall))
-			desc += fmt.Sprintf("; %.1fx the CPU rate of polling at 100 ms; %.1fx the floor", ratio, float64(per)/float64(rawPer))
-			t.add(3, "watcher CPU in a fork storm: "+c.name, desc, "≤ "+us(targets[i])+" per event", verdict(per <= targets[i]))
-		case i < 4:
-			desc += fmt.Sprintf("; %d scans", r.rep.FullScans)
-			t.add(3, "watcher CPU in a fork storm: "+c.name, desc, "(reference)", "—")
-		default:
-			desc = fmt.Sprintf("**%s per event** (%d events in %d reads: %.2f events per wakeup, %d overruns); ", us(rawPer), ev, r.rep.Receives,
-				float64(ev)/float64(max(r.rep.Receives, 1)), r.rep.Hub.Overruns) + desc
-			t.add(3, c.name+" (no /proc reads, no tracking)", desc, "(what a wakeup costs here)", "—")
-		}
-	}
-	out := res[1]
-	if f := out.forkstat; f != nil {
-		ev := hubEvents(out.rep.Hub)
-		per := perEvent(f.cpu, ev)
-		ours := perEvent(out.rep.CPU, ev)
-		val := fmt.Sprintf("%s CPU over the same storm, **%s per kernel event** (our hub's count, %d)", ms(f.cpu), us(per), ev)
-		if f.events > 0 {
-			val += fmt.Sprintf("; forkstat counted %d events itself", f.events)
-		}
-		val += fmt.Sprintf("; the watcher outside the tree costs %.2fx forkstat", float64(ours)/float64(per))
-		t.add(3, "forkstat -q beside the outside run (utime+stime, 10 ms ticks)", val, "watcher well under forkstat (≤ 0.5x)", verdict(ours*2 <= per))
-	} else {
-		t.add(3, "forkstat -q", "not installed (apt-get install -y forkstat)", "", "—")
-	}
-	return nil
-}
-
 // sectionManyWatchers: 1, 10, 100 and 1,000 Watchers in one process on one
-// Hub during the same storm. Watcher 0 watches the first storm workload's
-// tree; the others watch idle processes (one each). The other storm
-// workloads run unwatched.
-func sectionManyWatchers(t *table) error {
+// Hub during a C storm. Watcher 0 watches the storm's root; the others
+// watch idle processes (one each).
+func (bs *suite) sectionManyWatchers(t *table) error {
 	ns := []int{1, 10, 100, 1000}
-	if opt.quick {
+	if bs.opt.quick {
 		ns = []int{1, 10, 100}
 	}
-	idle, err := startPool(ns[len(ns)-1])
+	idle, err := bs.startPool(ns[len(ns)-1])
 	if err != nil {
 		return err
 	}
 	defer idle.stop()
-	var base stormResult
+	var base cStormResult
 	for _, n := range ns {
-		logf("storm: %d watchers", n)
-		r, err := stormRun{
-			args:   watcherArgs{Strategy: "connector", Profile: profilePath(fmt.Sprintf("watchers-%d", n))},
-			inside: 1,
+		t.markLoad()
+		logf("storm: %d watchers (load %s)", n, t.load)
+		r, err := cStormRun{
+			args:   watcherArgs{Strategy: "connector", Profile: profilePath(bs.opt.profile, fmt.Sprintf("watchers-%d", n))},
+			inside: true,
 			extra:  idle.pids[:n-1],
-		}.run()
+		}.run(bs)
 		if err != nil {
 			return fmt.Errorf("%d watchers: %w", n, err)
 		}
 		if n == 1 {
 			base = r
 		}
-		ev := hubEvents(r.rep.Hub)
 		lost := r.rep.Hub.Lost + r.rep.Overruns
 		ratio := float64(r.rep.CPU) / float64(base.rep.CPU)
-		val := fmt.Sprintf("%s CPU (%s per event, %.2fx one watcher's), %d overruns, %d lost, captured %s; %d reconciles (%d full scans) in the window; attach %v",
-			ms(r.rep.CPU), us(perEvent(r.rep.CPU, ev)), ratio, r.rep.Overruns, r.rep.Hub.Lost, pct(r.captured, r.insideRec),
+		val := fmt.Sprintf("%s CPU (%s per storm event, %.2fx one watcher's), %d overruns, %d lost, captured %s; %d reconciles (%d full scans) in the window; attach %v",
+			ms(r.rep.CPU), us(r.perEvent()), ratio, r.rep.Overruns, r.rep.Hub.Lost, r.captured(),
 			r.rep.Reconciles, r.rep.FullScans, r.rep.Attach.Round(time.Millisecond))
-		// Each Watcher does its own full host scan at Attach, and every
-		// 10th periodic reconcile (every 20 s by default): in steady state
-		// n watchers scan the host n/20 times a second.
-		scan := r.rep.Attach / time.Duration(n)
-		val += fmt.Sprintf("; steady state: %d full host scans every 20 s ≈ %.1f%% of a core (at %s a scan, from the attach)",
-			n, 100*float64(scan)*float64(n)/float64(20*time.Second), ms(scan))
 		target, v := "(informative)", "—"
 		if n == ns[len(ns)-1] && n == 1000 {
 			target = "≤ 2x one watcher, no lost events"
-			v = verdict(ratio <= 2 && lost == 0 && r.captured == r.insideRec)
+			v = verdict(ratio <= 2 && lost == 0 && len(r.rep.Added) >= r.children)
 		} else if lost > 0 {
 			v = "**LOST EVENTS**"
 		}
@@ -297,24 +582,19 @@ func sectionManyWatchers(t *table) error {
 	// reconcile, 20 s after its Attach).
 	n := len(idle.pids)
 	window := 21 * time.Second
-	if opt.quick {
+	if bs.opt.quick {
 		window = 3 * time.Second
 	}
-	logf("steady state: %d idle watchers for %v", n, window)
-	wp, err := startWatcher(watcherArgs{Strategy: "connector", Roots: idle.pids})
-	if err != nil {
-		return err
-	}
-	wp.send("go")
-	time.Sleep(window)
-	rep, err := wp.finish()
+	t.markLoad()
+	logf("steady state: %d idle watchers for %v (load %s)", n, window, t.load)
+	rep, err := runWatcher(watcherArgs{Strategy: "connector", Roots: idle.pids}, window)
 	if err != nil {
 		return err
 	}
 	share := float64(rep.CPU) / float64(rep.Wall)
 	val := fmt.Sprintf("**%.2f%% of a core** (%s CPU over %.0f s: %d reconciles, %d of them full host scans of %d processes); one idle watcher: %.3f%% (section 5)",
-		100*share, ms(rep.CPU), rep.Wall.Seconds(), rep.Reconciles, rep.FullScans, procCount(), 100*idleShare)
-	ok := idleShare > 0 && share <= 2*idleShare
+		100*share, ms(rep.CPU), rep.Wall.Seconds(), rep.Reconciles, rep.FullScans, procCount(), 100*bs.idleShare)
+	ok := bs.idleShare > 0 && share <= 2*bs.idleShare
 	t.add(6, fmt.Sprintf("%d idle watchers on one Hub, steady state (no storm)", n), val, "≤ 2x one watcher", verdict(ok))
 	return nil
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/process-watchman/watchman"
+	"github.com/process-watchman/watchman/internal/cstorm"
 	"github.com/process-watchman/watchman/internal/workload"
 	"github.com/process-watchman/watchman/reconcile"
 	"github.com/process-watchman/watchman/tracker"
@@ -25,29 +25,53 @@ import (
 // ---- the table ----
 
 type row struct {
-	section                         int
-	measure, value, target, verdict string
+	section                               int
+	measure, value, target, verdict, load string
 }
 
-type table struct{ rows []row }
+// goSection is the section number of the Go micro-benchmarks' rows.
+const goSection = 99
+
+type table struct {
+	rows []row
+	// load is the 1-minute load average when the current measurement
+	// began (markLoad); each row added carries it.
+	load string
+}
+
+// markLoad notes the load average now, for the rows added next.
+func (t *table) markLoad() { t.load = load1() }
 
 func (t *table) add(section int, measure, value, target, verdict string) {
-	t.rows = append(t.rows, row{section, measure, value, target, verdict})
-	logf("[%d] %s: %s  (target %s) %s", section, measure, value, target, verdict)
+	t.rows = append(t.rows, row{section, measure, value, target, verdict, t.load})
+	logf("[%d] %s: %s  (target %s) %s (load %s)", section, measure, value, target, verdict, t.load)
 }
 
 func (t *table) print(w io.Writer) {
-	fmt.Fprintln(w, "| # | Measure | Result | Target | Verdict |")
-	fmt.Fprintln(w, "|---|---|---|---|---|")
+	fmt.Fprintln(w, "| # | Measure | Result | Target | Verdict | Load |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	rows := slices.Clone(t.rows)
 	slices.SortStableFunc(rows, func(a, b row) int { return a.section - b.section })
 	for _, r := range rows {
 		sec := strconv.Itoa(r.section)
-		if r.section == 7 {
+		if r.section == goSection {
 			sec = "go"
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", sec, r.measure, r.value, r.target, r.verdict)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", sec, r.measure, r.value, r.target, r.verdict, r.load)
 	}
+}
+
+// load1 is the 1-minute load average.
+func load1() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func verdict(ok bool) string {
@@ -143,26 +167,6 @@ func cpuSelf() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// cpuOf is the user+system CPU of process pid from /proc/PID/stat (in
-// clock ticks, so 10 ms resolution).
-func cpuOf(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	end := bytes.LastIndexByte(b, ')')
-	if end < 0 {
-		return 0, fmt.Errorf("bad stat")
-	}
-	f := strings.Fields(string(b[end+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("bad stat")
-	}
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return time.Duration(ut+st) * (time.Second / reconcile.UserHZ), nil
-}
-
 // rssSelf is this process's resident set in bytes.
 func rssSelf() int64 {
 	f, err := os.Open("/proc/self/status")
@@ -188,88 +192,123 @@ func monoNow() time.Duration {
 
 // ---- workloads ----
 
-var (
-	liveMu    sync.Mutex
-	liveProcs = map[*workload.Process]bool{}
-)
+// liveSet remembers what the suite started and has not ended yet (Go
+// workloads, C storms and trees, forkstat, pwatch), so that an interrupt
+// ends them all.
+type liveSet struct {
+	mu    sync.Mutex
+	next  int
+	stops map[int]func()
+}
+
+// track remembers stop; the returned func forgets it.
+func (l *liveSet) track(stop func()) (forget func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stops == nil {
+		l.stops = map[int]func(){}
+	}
+	l.next++
+	id := l.next
+	l.stops[id] = stop
+	return func() {
+		l.mu.Lock()
+		delete(l.stops, id)
+		l.mu.Unlock()
+	}
+}
+
+// stopAll runs every remembered stop, concurrently.
+func (l *liveSet) stopAll() {
+	l.mu.Lock()
+	stops := make([]func(), 0, len(l.stops))
+	for _, f := range l.stops {
+		stops = append(stops, f)
+	}
+	l.stops = nil
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, f := range stops {
+		wg.Go(f)
+	}
+	wg.Wait()
+}
+
+// workloadProc is a Go workload the suite tracks.
+type workloadProc struct {
+	*workload.Process
+	forget func()
+}
 
 // startWorkload starts a held workload and remembers it for killAll.
-func startWorkload(spec workload.Spec) (*workload.Process, error) {
+func (bs *suite) startWorkload(spec workload.Spec) (*workloadProc, error) {
 	p, err := workload.Start(spec)
 	if err != nil {
 		return nil, err
 	}
-	liveMu.Lock()
-	liveProcs[p] = true
-	liveMu.Unlock()
-	return p, nil
+	return &workloadProc{Process: p, forget: bs.live.track(func() { p.Kill() })}, nil
 }
 
 // finish waits for a workload and forgets it.
-func finish(p *workload.Process) (*workload.Result, error) {
+func (bs *suite) finish(p *workloadProc) (*workload.Result, error) {
 	res, err := p.Wait()
-	liveMu.Lock()
-	delete(liveProcs, p)
-	liveMu.Unlock()
+	p.forget()
 	return res, err
 }
 
-func kill(p *workload.Process) {
+func (bs *suite) kill(p *workloadProc) {
 	p.Kill()
-	liveMu.Lock()
-	delete(liveProcs, p)
-	liveMu.Unlock()
+	p.forget()
 }
 
-func killAll() {
-	liveMu.Lock()
-	ps := make([]*workload.Process, 0, len(liveProcs))
-	for p := range liveProcs {
-		ps = append(ps, p)
+func (bs *suite) killAll() { bs.live.stopAll() }
+
+// hold starts a C tree of n idle processes (cstorm.StartHold) and tracks it.
+func (bs *suite) hold(n int) (*cstorm.Hold, func(), error) {
+	h, err := cstorm.StartHold(bs.bin, n)
+	if err != nil {
+		return nil, nil, err
 	}
-	liveMu.Unlock()
-	var wg sync.WaitGroup
-	for _, p := range ps {
-		wg.Go(func() { kill(p) })
-	}
-	wg.Wait()
+	forget := bs.live.track(h.Stop)
+	return h, func() { h.Stop(); forget() }, nil
 }
 
 // pool is a workload of n idle children (raw clones sleeping for most of
 // an hour) under one root: idle processes to attach to or to fill the host.
 type pool struct {
-	p    *workload.Process
+	bs   *suite
+	p    *workloadProc
 	pids []int
 }
 
-func startPool(n int) (*pool, error) {
+func (bs *suite) startPool(n int) (*pool, error) {
 	spec := workload.Spec{
 		Storm:   &workload.Storm{Count: n, Lifetime: 50 * time.Minute},
 		Timeout: 55 * time.Minute,
 	}
-	p, err := startWorkload(spec)
+	p, err := bs.startWorkload(spec)
 	if err != nil {
 		return nil, err
 	}
 	if err := p.Go(); err != nil {
-		kill(p)
+		bs.kill(p)
 		return nil, err
 	}
 	deadline := time.Now().Add(time.Duration(n)*2*time.Millisecond + 30*time.Second)
 	for {
 		kids := children(p.PID())
 		if len(kids) >= n {
-			return &pool{p: p, pids: kids}, nil
+			return &pool{bs: bs, p: p, pids: kids}, nil
 		}
 		if time.Now().After(deadline) {
-			kill(p)
+			bs.kill(p)
 			return nil, fmt.Errorf("pool of %d: only %d children after the deadline", n, len(kids))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func (p *pool) stop() { kill(p.p) }
+func (p *pool) stop() { p.bs.kill(p.p) }
 
 // ---- capture ----
 

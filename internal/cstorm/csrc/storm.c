@@ -1,0 +1,153 @@
+/*
+ * storm: the C processes of the benchmark suite (internal/cstorm builds it
+ * with gcc at run time). C, not Go, so that the storm is as fast as the
+ * kernel allows and the filler costs next to nothing.
+ *
+ *   storm [-g GATE] [-r RUSAGE] N [RATE]
+ *     Waits at its gate (one byte read from the FIFO GATE, or from stdin
+ *     without -g), then forks N children that exit at once (_exit(0): two
+ *     kernel events each, fork and exit), flat out, or RATE a second on a
+ *     fixed schedule. SIGCHLD is ignored, so the kernel reaps them. When
+ *     every child is gone it writes "forked N in SECONDS s" to stdout and,
+ *     with -r, its own CPU (user and system, µs, children included) to the
+ *     file RUSAGE, and exits 0.
+ *
+ *   storm hold N
+ *     Forks N-1 children that sleep (pause) and die with it
+ *     (PR_SET_PDEATHSIG), so that it and they make a tree of N processes;
+ *     writes "ready" to stdout once all are there, then waits for EOF on
+ *     stdin and exits (its children are killed by the kernel). Used both
+ *     as the watched tree and as idle filler of the host.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int hold(long n)
+{
+	pid_t self = getpid();
+	for (long i = 1; i < n; i++) {
+		pid_t p = fork();
+		if (p == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() != self)
+				_exit(0);
+			for (;;)
+				pause();
+		}
+		if (p < 0) {
+			if (errno != EAGAIN) {
+				perror("storm hold: fork");
+				return 1;
+			}
+			i--;
+			usleep(1000);
+		}
+	}
+	printf("ready\n");
+	fflush(stdout);
+	char buf[64];
+	while (read(0, buf, sizeof buf) > 0 || errno == EINTR)
+		errno = 0;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *gate = NULL, *rusage_path = NULL;
+	int opt;
+	if (argc == 3 && strcmp(argv[1], "hold") == 0)
+		return hold(atol(argv[2]));
+	while ((opt = getopt(argc, argv, "g:r:")) != -1) {
+		switch (opt) {
+		case 'g':
+			gate = optarg;
+			break;
+		case 'r':
+			rusage_path = optarg;
+			break;
+		default:
+			fprintf(stderr, "usage: storm [-g GATE] [-r RUSAGE] N [RATE] | storm hold N\n");
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "usage: storm [-g GATE] [-r RUSAGE] N [RATE] | storm hold N\n");
+		return 2;
+	}
+	long n = atol(argv[optind]);
+	long rate = optind + 1 < argc ? atol(argv[optind + 1]) : 0;
+	int fd = 0;
+	if (gate != NULL && (fd = open(gate, O_RDONLY | O_CLOEXEC)) < 0) {
+		perror("storm: gate");
+		return 1;
+	}
+	char c;
+	if (read(fd, &c, 1) != 1) {
+		fprintf(stderr, "storm: the gate closed without a byte\n");
+		return 1;
+	}
+	if (fd != 0)
+		close(fd);
+	signal(SIGCHLD, SIG_IGN);
+	double t0 = now();
+	struct timespec next;
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	for (long i = 0; i < n; i++) {
+		if (rate > 0) {
+			next.tv_nsec += 1000000000L / rate;
+			if (next.tv_nsec >= 1000000000L) {
+				next.tv_nsec -= 1000000000L;
+				next.tv_sec++;
+			}
+			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+		}
+		pid_t p = fork();
+		if (p == 0)
+			_exit(0);
+		if (p < 0) {
+			if (errno != EAGAIN) {
+				perror("storm: fork");
+				return 1;
+			}
+			i--;
+			usleep(100);
+		}
+	}
+	double t1 = now();
+	while (wait(NULL) > 0 || errno == EINTR)
+		;
+	printf("forked %ld in %.6f s\n", n, t1 - t0);
+	fflush(stdout);
+	if (rusage_path != NULL) {
+		struct rusage self, kids;
+		getrusage(RUSAGE_SELF, &self);
+		getrusage(RUSAGE_CHILDREN, &kids);
+		long long us = 0;
+		struct timeval tv[] = {self.ru_utime, self.ru_stime, kids.ru_utime, kids.ru_stime};
+		for (int i = 0; i < 4; i++)
+			us += tv[i].tv_sec * 1000000LL + tv[i].tv_usec;
+		FILE *f = fopen(rusage_path, "w");
+		if (f != NULL) {
+			fprintf(f, "%lld\n", us);
+			fclose(f);
+		}
+	}
+	return 0;
+}
