@@ -182,13 +182,13 @@ func (bs *suite) sectionLatency(t *table) error {
 	}
 	for _, r := range runs {
 		t.markLoad()
-		lat, lost, err := bs.latencyOne(r.n, r.rate, r.filter)
+		lat, lost, filter, err := bs.latencyOne(r.n, r.rate, r.filter)
 		if err != nil {
 			return err
 		}
 		slices.Sort(lat)
 		p50, p90, p99 := percentile(lat, 50), percentile(lat, 90), percentile(lat, 99)
-		val := fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s (%d of %d forks delivered, %d lost)", us(p50), us(p90), us(p99), us(lat[len(lat)-1]), len(lat), r.n, lost)
+		val := fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s (%d of %d forks delivered, %d lost; %s)", us(p50), us(p90), us(p99), us(lat[len(lat)-1]), len(lat), r.n, lost, filter)
 		if r.target {
 			t.add(2, "fork-to-delivery latency through Subscribe, "+r.name, val, "p50 ≤ 50 µs, p99 ≤ 1 ms",
 				verdict(p50 <= 50*time.Microsecond && p99 <= time.Millisecond))
@@ -202,17 +202,17 @@ func (bs *suite) sectionLatency(t *table) error {
 // latencyOne runs one C storm of n children (rate a second, 0 = flat out)
 // under a connector Watcher and returns, for each fork delivered, the time
 // its event was received from Subscribe minus Event.KernelTime.
-func (bs *suite) latencyOne(n, rate, filter int) ([]time.Duration, int, error) {
+func (bs *suite) latencyOne(n, rate, filter int) ([]time.Duration, int, string, error) {
 	st, forget, err := bs.startStorm(n, rate)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
 	defer forget()
 	hub := watchman.NewHub(&watchman.HubConfig{FilterEntries: filter})
 	w, err := watchman.Attach(st.PID(), &watchman.Config{Strategy: watchman.StrategyConnector, Hub: hub})
 	if err != nil {
 		st.Kill()
-		return nil, 0, err
+		return nil, 0, "", err
 	}
 	defer w.Close()
 	sub := w.Subscribe(1 << 16)
@@ -233,10 +233,10 @@ func (bs *suite) latencyOne(n, rate, filter int) ([]time.Duration, int, error) {
 	}()
 	if err := st.Go(); err != nil {
 		st.Kill()
-		return nil, 0, err
+		return nil, 0, "", err
 	}
 	if _, err := st.Wait(); err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
 	select {
 	case <-w.Done():
@@ -244,8 +244,9 @@ func (bs *suite) latencyOne(n, rate, filter int) ([]time.Duration, int, error) {
 	}
 	sub.Close()
 	<-done
+	state := filterState(hub.Stats())
 	if len(lat) == 0 {
-		return nil, 0, fmt.Errorf("no fork events delivered")
+		return nil, 0, "", fmt.Errorf("no fork events delivered")
 	}
-	return lat, lost, nil
+	return lat, lost, state, nil
 }

@@ -123,10 +123,27 @@ func hubStats(h *watchman.Hub) watchman.HubStats {
 
 func hubDelta(a, b watchman.HubStats) watchman.HubStats {
 	return watchman.HubStats{Forks: b.Forks - a.Forks, Execs: b.Execs - a.Execs, Exits: b.Exits - a.Exits,
-		Other: b.Other - a.Other, Overruns: b.Overruns - a.Overruns, Lost: b.Lost - a.Lost}
+		Other: b.Other - a.Other, Overruns: b.Overruns - a.Overruns, Lost: b.Lost - a.Lost,
+		KernelFilter: b.KernelFilter, FilterReason: b.FilterReason, FilterOpen: b.FilterOpen,
+		FilterFailOpens: b.FilterFailOpens - a.FilterFailOpens, FilterErrors: b.FilterErrors - a.FilterErrors}
 }
 
 func hubEvents(s watchman.HubStats) uint64 { return s.Forks + s.Execs + s.Exits + s.Other }
+
+// filterState describes the hub's kernel-side filter as its stats say.
+func filterState(s watchman.HubStats) string {
+	st := "kernel filter attached"
+	if !s.KernelFilter {
+		st = "no kernel filter"
+	}
+	if s.FilterReason != "" {
+		st += " (" + s.FilterReason + ")"
+	}
+	if s.FilterFailOpens > 0 || s.FilterErrors > 0 {
+		st += fmt.Sprintf(", %d fail-opens, %d map errors", s.FilterFailOpens, s.FilterErrors)
+	}
+	return st
+}
 
 func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherReport) {
 	cfg := watchman.Config{Strategy: watchman.Strategy(a.Strategy), ReconcileInterval: a.Interval}

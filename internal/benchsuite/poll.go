@@ -63,38 +63,37 @@ func (bs *suite) sectionPollCost(t *table) error {
 		psutilNote = fmt.Sprintf("psutil not measured: %s -c 'import psutil': %v %s (apt-get install -y python3-psutil)", bs.opt.python, err, strings.TrimSpace(string(out)))
 		logf("poll: %s", psutilNote)
 	}
-	var stops []func()
-	defer func() {
-		for _, s := range stops {
-			s()
-		}
-	}()
 	for _, host := range hosts {
 		trees := []int{10}
 		if host == 5000 {
 			trees = []int{10, 100, 1000}
 		}
 		for _, size := range trees {
-			tree, stopTree, err := bs.hold(size)
-			if err != nil {
-				return err
-			}
-			if n := host - procCount(); n > 1 {
-				_, stop, err := bs.hold(n)
-				if err != nil {
-					stopTree()
-					return fmt.Errorf("filler of %d processes: %w", n, err)
-				}
-				stops = append(stops, stop)
-			}
-			err = bs.pollOne(t, host, size, tree, psutilNote)
-			stopTree()
-			if err != nil {
+			if err := bs.pollHost(t, host, size, psutilNote); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// pollHost measures one tree size on one host size: the tree, then
+// filler up to the host size (a fresh filler each time, so that every
+// configuration has its size), then the polls.
+func (bs *suite) pollHost(t *table, host, size int, psutilNote string) error {
+	tree, stopTree, err := bs.hold(size)
+	if err != nil {
+		return err
+	}
+	defer stopTree()
+	if n := host - procCount(); n > 1 {
+		_, stopFill, err := bs.hold(n)
+		if err != nil {
+			return fmt.Errorf("filler of %d processes: %w", n, err)
+		}
+		defer stopFill()
+	}
+	return bs.pollOne(t, host, size, tree, psutilNote)
 }
 
 func (bs *suite) pollOne(t *table, host, size int, tree *cstorm.Hold, psutilNote string) error {

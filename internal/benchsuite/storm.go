@@ -241,7 +241,7 @@ func (bs *suite) sectionStormCPU(t *table) error {
 		mid := v.results[len(v.results)/2]
 		val := fmt.Sprintf("**%s per event** (median CPU %s over %d storm events); forkstat -q beside it %s per event; **%.2fx forkstat** (median of %s); ",
 			us(perEvent(median(cpus), ev)), ms(median(cpus)), ev, us(perEvent(median(fsCPUs), ev)), ratio, ratios(rs))
-		val += fmt.Sprintf("the hub heard %d events, %d overruns, %d lost", hubEvents(mid.rep.Hub), mid.rep.Hub.Overruns, mid.rep.Hub.Lost)
+		val += fmt.Sprintf("the hub heard %d events, %d overruns, %d lost; %s", hubEvents(mid.rep.Hub), mid.rep.Hub.Overruns, mid.rep.Hub.Lost, filterState(mid.rep.Hub))
 		if v.run.inside {
 			val += fmt.Sprintf("; Subscribe delivered %d events (%d forks, %d lost); captured %s", mid.rep.Delivered, mid.rep.DeliveredForks, mid.rep.SubLost, mid.captured())
 		}
@@ -258,8 +258,20 @@ func (bs *suite) sectionStormCPU(t *table) error {
 type cliRun struct {
 	cpu    time.Duration
 	forked time.Duration
-	forks  int // fork lines in the events file (pwatch)
+	forks  int    // fork lines in the events file (pwatch)
+	mode   string // pwatch's "mode:" line
 	load   string
+}
+
+// modeLine is pwatch's line that says its mode and why ("pwatch: connector
+// mode: ...").
+func modeLine(stderr string) string {
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "pwatch: ") && strings.Contains(l, " mode: ") {
+			return strings.TrimPrefix(l, "pwatch: ")
+		}
+	}
+	return "(no mode line)"
 }
 
 // stormCLI alternates forkstat -q alone, pwatch watch, forkstat -q alone
@@ -326,8 +338,8 @@ func (bs *suite) stormCLI(t *table) error {
 			forks = append(forks, strconv.Itoa(r.forks))
 		}
 		t.load = loads
-		t.add(3, c.name, fmt.Sprintf("**%s per event** (median CPU %s of %d runs: %s; own CPU from /proc of its zombie, its whole life); **%.2fx forkstat**; fork lines in the events file: %s of %d; storm at %.0f forks/s",
-			us(perEvent(m, ev)), ms(m), len(c.rs), strings.Join(all, ", "), ratio, strings.Join(forks, ", "), bs.opt.children, float64(bs.opt.children)/max(mid.forked.Seconds(), 1e-9)),
+		t.add(3, c.name, fmt.Sprintf("**%s per event** (median CPU %s of %d runs: %s; own CPU from /proc of its zombie, its whole life); **%.2fx forkstat**; fork lines in the events file: %s of %d; storm at %.0f forks/s; %s",
+			us(perEvent(m, ev)), ms(m), len(c.rs), strings.Join(all, ", "), ratio, strings.Join(forks, ", "), bs.opt.children, float64(bs.opt.children)/max(mid.forked.Seconds(), 1e-9), mid.mode),
 			"≤ 0.5x forkstat", verdict(ratio <= 0.5))
 	}
 	return nil
@@ -472,6 +484,7 @@ func (bs *suite) pwatchWatch() (cliRun, error) {
 		return r, fmt.Errorf("%v: %s", err, lastLines(stderr.String(), 5))
 	}
 	r.forks = countForks(events)
+	r.mode = modeLine(stderr.String())
 	os.Remove(events)
 	return r, nil
 }
@@ -508,6 +521,7 @@ func (bs *suite) pwatchRun() (cliRun, error) {
 		return r, err
 	}
 	r.forks = countForks(events)
+	r.mode = modeLine(stderr.String())
 	os.Remove(events)
 	os.Remove(trace)
 	return r, nil

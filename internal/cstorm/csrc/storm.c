@@ -13,11 +13,12 @@
  *     file RUSAGE, and exits 0.
  *
  *   storm hold N
- *     Forks N-1 children that sleep (pause) and die with it
- *     (PR_SET_PDEATHSIG), so that it and they make a tree of N processes;
- *     writes "ready" to stdout once all are there, then waits for EOF on
- *     stdin and exits (its children are killed by the kernel). Used both
- *     as the watched tree and as idle filler of the host.
+ *     Forks N-1 children that sleep (pause), so that it and they make a
+ *     tree of N processes; writes "ready" to stdout once all are there,
+ *     then waits for EOF on stdin, kills and reaps its children one by
+ *     one, and exits (if it is killed first, they die with it:
+ *     PR_SET_PDEATHSIG). Used both as the watched tree and as idle filler
+ *     of the host.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,6 +43,11 @@ static double now(void)
 static int hold(long n)
 {
 	pid_t self = getpid();
+	pid_t *kids = calloc(n > 0 ? n : 1, sizeof(pid_t));
+	if (kids == NULL) {
+		perror("storm hold");
+		return 1;
+	}
 	for (long i = 1; i < n; i++) {
 		pid_t p = fork();
 		if (p == 0) {
@@ -58,13 +64,26 @@ static int hold(long n)
 			}
 			i--;
 			usleep(1000);
+			continue;
 		}
+		kids[i] = p;
 	}
 	printf("ready\n");
 	fflush(stdout);
 	char buf[64];
 	while (read(0, buf, sizeof buf) > 0 || errno == EINTR)
 		errno = 0;
+	/*
+	 * One child at a time, killed and reaped, so that the end of 20,000
+	 * processes does not make them all runnable at once (a load average
+	 * in the thousands for minutes), and so that they are gone when the
+	 * root is.
+	 */
+	for (long i = 1; i < n; i++) {
+		kill(kids[i], SIGKILL);
+		while (waitpid(kids[i], NULL, 0) < 0 && errno == EINTR)
+			;
+	}
 	return 0;
 }
 
