@@ -25,7 +25,7 @@ func TestIntegrationBlockingReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.sock.(*nlSocket).blocking {
+	if !c.sock.(*nlSocket).Blocking() {
 		t.Fatal("blocking mode not in force")
 	}
 	cmd := exec.Command("/bin/true")
@@ -54,7 +54,7 @@ func TestIntegrationBlockingReads(t *testing.T) {
 		}
 		errc <- err
 	}()
-	for !c.sock.(*nlSocket).reading.Load() {
+	for !c.sock.(*nlSocket).ReadBlocked() {
 		time.Sleep(time.Millisecond) // until the read blocks: a state, not a guess
 	}
 	if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
@@ -73,7 +73,7 @@ func TestIntegrationBlockingReads(t *testing.T) {
 		}
 		errc <- err
 	}()
-	for !c.sock.(*nlSocket).reading.Load() {
+	for !c.sock.(*nlSocket).ReadBlocked() {
 		time.Sleep(time.Millisecond)
 	}
 	if err := c.Close(); err != nil {

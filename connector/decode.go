@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/process-watchman/watchman/internal/nlerr"
 	"github.com/process-watchman/watchman/internal/waitstatus"
 )
 
@@ -229,9 +230,7 @@ type DecodeError struct {
 }
 
 // Error implements error.
-func (e *DecodeError) Error() string {
-	return e.Reason.Error() + ": " + e.Detail + " (" + strconv.Itoa(e.Len) + " bytes)"
-}
+func (e *DecodeError) Error() string { return nlerr.Decode(*e).Text() }
 
 // Unwrap returns Reason.
 func (e *DecodeError) Unwrap() error { return e.Reason }

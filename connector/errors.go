@@ -3,6 +3,8 @@ package connector
 import (
 	"errors"
 	"net"
+
+	"github.com/process-watchman/watchman/internal/nlerr"
 )
 
 // Errors of Dial, Receive and Close. Match them with errors.Is.
@@ -17,7 +19,7 @@ var (
 	// EACCES at bind, or an acknowledgement carrying EPERM, as kernels
 	// before 6.6 send to callers without CAP_NET_ADMIN). It also matches
 	// ErrNotSupported, so "cannot use the connector" is one check.
-	ErrPermission error = &chainedError{msg: "connector: permission denied", parent: ErrNotSupported}
+	ErrPermission error = &nlerr.Chained{Msg: "connector: permission denied", Parent: ErrNotSupported}
 
 	// ErrOverrun means the kernel dropped events because the receive
 	// buffer was full (ENOBUFS, or with Config.NoENOBUFS a *DropError).
@@ -34,15 +36,6 @@ var (
 	ErrClosed = net.ErrClosed
 )
 
-// chainedError is a sentinel that also matches a more general sentinel.
-type chainedError struct {
-	msg    string
-	parent error
-}
-
-func (e *chainedError) Error() string { return e.msg }
-func (e *chainedError) Unwrap() error { return e.parent }
-
 // An OpError is an error of one operation of a Conn.
 type OpError struct {
 	// Op is the operation: "dial", "listen", "receive", "close", ...
@@ -57,29 +50,8 @@ type OpError struct {
 }
 
 // Error implements error.
-func (e *OpError) Error() string {
-	s := "connector: " + e.Op
-	if e.Detail != "" {
-		s += ": " + e.Detail
-	}
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	} else if e.Kind != nil {
-		s += ": " + e.Kind.Error()
-	}
-	return s
-}
+func (e *OpError) Error() string { return nlerr.Op(*e).Text("connector") }
 
 // Unwrap returns Kind and Err, so errors.Is matches both the sentinel and
 // the cause (for example ErrPermission and os.ErrPermission).
-func (e *OpError) Unwrap() []error {
-	switch {
-	case e.Kind == nil && e.Err == nil:
-		return nil
-	case e.Kind == nil:
-		return []error{e.Err}
-	case e.Err == nil:
-		return []error{e.Kind}
-	}
-	return []error{e.Kind, e.Err}
-}
+func (e *OpError) Unwrap() []error { return nlerr.Op(*e).Unwrap() }

@@ -284,22 +284,7 @@ func (t *ebpfTree) close() error {
 }
 
 // attachFilter implements filterSocket (SO_ATTACH_BPF).
-func (s *nlSocket) attachFilter(progFD int) error {
-	return s.setsockoptInt(unix.SO_ATTACH_BPF, progFD)
-}
+func (s *nlSocket) attachFilter(progFD int) error { return s.AttachBPF(progFD) }
 
 // detachFilter implements filterSocket (SO_DETACH_BPF).
-func (s *nlSocket) detachFilter() error {
-	return s.setsockoptInt(unix.SO_DETACH_BPF, 0)
-}
-
-func (s *nlSocket) setsockoptInt(opt, v int) error {
-	var serr error
-	err := s.rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, v)
-	})
-	if err != nil {
-		return err
-	}
-	return os.NewSyscallError("setsockopt", serr)
-}
+func (s *nlSocket) detachFilter() error { return s.DetachFilter() }

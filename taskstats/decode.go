@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"time"
+
+	"github.com/process-watchman/watchman/internal/nlerr"
 )
 
 // Wire constants of include/uapi/linux/taskstats.h and genetlink.h.
@@ -69,9 +71,7 @@ type DecodeError struct {
 }
 
 // Error implements error.
-func (e *DecodeError) Error() string {
-	return e.Reason.Error() + ": " + e.Detail + " (" + strconv.Itoa(e.Len) + " bytes)"
-}
+func (e *DecodeError) Error() string { return nlerr.Decode(*e).Text() }
 
 // Unwrap returns Reason.
 func (e *DecodeError) Unwrap() error { return e.Reason }

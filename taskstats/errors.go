@@ -3,6 +3,8 @@ package taskstats
 import (
 	"errors"
 	"net"
+
+	"github.com/process-watchman/watchman/internal/nlerr"
 )
 
 // Errors of Listen, Receive and Close. Match them with errors.Is.
@@ -18,7 +20,7 @@ var (
 	// ErrPermission means the kernel refused the registration for lack
 	// of CAP_NET_ADMIN (TASKSTATS_CMD_GET is GENL_ADMIN_PERM). It also
 	// matches ErrNotSupported, so "cannot listen" is one check.
-	ErrPermission error = &chainedError{msg: "taskstats: permission denied (needs CAP_NET_ADMIN)", parent: ErrNotSupported}
+	ErrPermission error = &nlerr.Chained{Msg: "taskstats: permission denied (needs CAP_NET_ADMIN)", Parent: ErrNotSupported}
 
 	// ErrOverrun means the kernel dropped records because the receive
 	// buffer was full (ENOBUFS). The Listener stays usable; the caller
@@ -29,15 +31,6 @@ var (
 	// Receive blocked when Close was called. It is net.ErrClosed.
 	ErrClosed = net.ErrClosed
 )
-
-// chainedError is a sentinel that also matches a more general sentinel.
-type chainedError struct {
-	msg    string
-	parent error
-}
-
-func (e *chainedError) Error() string { return e.msg }
-func (e *chainedError) Unwrap() error { return e.parent }
 
 // An OpError is an error of one operation of a Listener.
 type OpError struct {
@@ -53,29 +46,8 @@ type OpError struct {
 }
 
 // Error implements error.
-func (e *OpError) Error() string {
-	s := "taskstats: " + e.Op
-	if e.Detail != "" {
-		s += ": " + e.Detail
-	}
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	} else if e.Kind != nil {
-		s += ": " + e.Kind.Error()
-	}
-	return s
-}
+func (e *OpError) Error() string { return nlerr.Op(*e).Text("taskstats") }
 
 // Unwrap returns Kind and Err, so errors.Is matches both the sentinel and
 // the cause (for example ErrPermission and syscall.EPERM).
-func (e *OpError) Unwrap() []error {
-	switch {
-	case e.Kind == nil && e.Err == nil:
-		return nil
-	case e.Kind == nil:
-		return []error{e.Err}
-	case e.Err == nil:
-		return []error{e.Kind}
-	}
-	return []error{e.Kind, e.Err}
-}
+func (e *OpError) Unwrap() []error { return nlerr.Op(*e).Unwrap() }

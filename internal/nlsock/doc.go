@@ -1,0 +1,8 @@
+// Package nlsock is the netlink socket under packages connector and
+// taskstats: a mdlayher/netlink Conn whose datagrams are read in batches
+// with one recvmmsg(2) call into buffers the caller owns and reuses, with
+// the socket options both need (SO_RCVBUF(FORCE), NETLINK_NO_ENOBUFS,
+// SO_MEMINFO, socket filters) and an optional blocking read mode whose
+// reads Close and deadlines wake with a datagram the socket sends itself.
+// It exists on Linux only.
+package nlsock
