@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"io"
 	"time"
 	"unicode/utf8"
@@ -166,6 +165,11 @@ func (r *recordWriter) add(rec []byte) {
 		return
 	}
 	r.buf = append(r.buf, rec...)
+	r.flushFull()
+}
+
+// flushFull writes out the buffer once it holds recordBuffer bytes.
+func (r *recordWriter) flushFull() {
 	if len(r.buf) >= recordBuffer {
 		r.flush()
 	}
@@ -188,14 +192,11 @@ type jsonlWriter struct{ recordWriter }
 
 func newJSONLWriter(w io.Writer) *jsonlWriter { return &jsonlWriter{recordWriter{w: w}} }
 
+// write buffers l as one line (appendEventLine: encoding/json's bytes).
 func (j *jsonlWriter) write(l *eventLine) {
 	if j.err != nil {
 		return
 	}
-	b, err := json.Marshal(l)
-	if err != nil {
-		j.err = err
-		return
-	}
-	j.add(append(b, '\n'))
+	j.buf = append(appendEventLine(j.buf, l), '\n')
+	j.flushFull()
 }

@@ -232,8 +232,11 @@ func (r *recorder) apply(ev *watchman.Event) *proc {
 		// A scan found it (polling mode, a repair): it started before,
 		// when its start ticks say.
 		p.exactStart = !ev.Synthetic && !r.polling
-		if ct := ev.Process.CreateTime(); !p.exactStart && ev.Process.StartTicks > 0 && ct.Before(ev.Time) {
-			p.started = ct
+		// (CreateTime reads two clocks: only where it is needed.)
+		if !p.exactStart && ev.Process.StartTicks > 0 {
+			if ct := ev.Process.CreateTime(); ct.Before(ev.Time) {
+				p.started = ct
+			}
 		}
 		return p
 	case watchman.EventExec:
