@@ -94,7 +94,7 @@ func (bs *suite) sectionReconcile(t *table) error {
 	// Tree-local: Watcher.Stats() sampled faster than the reconciles run;
 	// each reconcile that is not a full scan is a tree-local check
 	// (checkMembers) whose duration LastReconcile holds.
-	w, err := watchman.Attach(tree.p.PID(), &watchman.Config{Strategy: watchman.StrategyConnector, ReconcileInterval: 10 * time.Millisecond})
+	w, err := watchman.Attach(tree.root, &watchman.Config{Strategy: watchman.StrategyConnector, ReconcileInterval: 10 * time.Millisecond})
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (bs *suite) sectionIdle(t *table) error {
 	}
 	defer tree.stop()
 	logf("idle: %v window", bs.opt.idle)
-	rep, err := runWatcher(watcherArgs{Strategy: "connector", Roots: []int{tree.p.PID()}, Inside: 1, Memory: true}, bs.opt.idle)
+	rep, err := runWatcher(watcherArgs{Strategy: "connector", Roots: []int{tree.root}, Inside: 1, Memory: true}, bs.opt.idle)
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func (bs *suite) sectionMembers(t *table) error {
 		return err
 	}
 	defer tree.stop()
-	rep, err := runWatcher(watcherArgs{Strategy: "connector", Roots: []int{tree.p.PID()}, Inside: 1, Memory: true}, 0)
+	rep, err := runWatcher(watcherArgs{Strategy: "connector", Roots: []int{tree.root}, Inside: 1, Memory: true}, 0)
 	if err != nil {
 		return err
 	}

@@ -273,42 +273,27 @@ func (bs *suite) hold(n int) (*cstorm.Hold, func(), error) {
 	return h, func() { h.Stop(); forget() }, nil
 }
 
-// pool is a workload of n idle children (raw clones sleeping for most of
-// an hour) under one root: idle processes to attach to or to fill the host.
+// pool is a C tree of idle processes (cstorm hold): a root and its n
+// sleeping children, to attach to or to fill the host.
 type pool struct {
-	bs   *suite
-	p    *workloadProc
-	pids []int
+	root int
+	pids []int // the children
+	stop func()
 }
 
+// startPool starts a pool of n children.
 func (bs *suite) startPool(n int) (*pool, error) {
-	spec := workload.Spec{
-		Storm:   &workload.Storm{Count: n, Lifetime: 50 * time.Minute},
-		Timeout: 55 * time.Minute,
-	}
-	p, err := bs.startWorkload(spec)
+	h, stop, err := bs.hold(n + 1)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.Go(); err != nil {
-		bs.kill(p)
-		return nil, err
+	kids := children(h.PID())
+	if len(kids) != n {
+		stop()
+		return nil, fmt.Errorf("pool of %d: %d children listed", n, len(kids))
 	}
-	deadline := time.Now().Add(time.Duration(n)*2*time.Millisecond + 30*time.Second)
-	for {
-		kids := children(p.PID())
-		if len(kids) >= n {
-			return &pool{bs: bs, p: p, pids: kids}, nil
-		}
-		if time.Now().After(deadline) {
-			bs.kill(p)
-			return nil, fmt.Errorf("pool of %d: only %d children after the deadline", n, len(kids))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return &pool{root: h.PID(), pids: kids, stop: stop}, nil
 }
-
-func (p *pool) stop() { p.bs.kill(p.p) }
 
 // ---- capture ----
 
