@@ -23,7 +23,10 @@
 #
 # Environment: BENCH_MAX_LOAD (default 0.5): wait up to BENCH_WAIT seconds
 # (default 300) for the 1-minute load average to fall below it first, since
-# the machine may be shared; BENCH_GOBENCH=0 skips the Go benchmarks.
+# the machine may be shared; BENCH_GOBENCH=0 skips the Go benchmarks;
+# BENCH_COMMIT names the commit when the tree is an export (git archive
+# COMMIT | tar -x), the way to measure one commit while others edit the
+# working tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,7 +79,14 @@ echo "bench.sh: building (load average $(load))" >&2
 go build ./...
 go build -o "$tmp/benchsuite" ./internal/benchsuite
 go build -o "$tmp/pwatch" ./cmd/pwatch
-echo "bench.sh: commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (plus uncommitted changes)')" >&2
+if [[ -n ${BENCH_COMMIT:-} ]]; then
+	commit=$BENCH_COMMIT
+elif commit=$(git rev-parse --short HEAD 2>/dev/null); then
+	git diff --quiet HEAD -- . 2>/dev/null || commit+=" plus uncommitted changes of the working tree"
+else
+	commit="unknown (not a git checkout; set BENCH_COMMIT)"
+fi
+echo "bench.sh: code of commit $commit" >&2
 
 gobench=()
 if [[ ${BENCH_GOBENCH:-1} != 0 ]]; then
@@ -109,4 +119,5 @@ if [[ ${BENCH_GOBENCH:-1} != 0 ]]; then
 fi
 
 echo "bench.sh: benchmark suite (load average $(load))" >&2
+echo "bench.sh: code of commit $commit" >&2
 "$tmp/benchsuite" -pwatch "$tmp/pwatch" -pollpy scripts/pollbench.py -python "$python" "${gobench[@]}" "$@"
