@@ -120,4 +120,4 @@ fi
 
 echo "bench.sh: benchmark suite (load average $(load))" >&2
 echo "bench.sh: code of commit $commit" >&2
-"$tmp/benchsuite" -pwatch "$tmp/pwatch" -pollpy scripts/pollbench.py -python "$python" "${gobench[@]}" "$@"
+"$tmp/benchsuite" -commit "$commit" -pwatch "$tmp/pwatch" -pollpy scripts/pollbench.py -python "$python" "${gobench[@]}" "$@"

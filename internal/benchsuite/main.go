@@ -47,6 +47,7 @@ type options struct {
 	pollPy   string        // scripts/pollbench.py (section 7)
 	python   string        // the interpreter with psutil (section 7)
 	hosts    string        // host sizes of section 7
+	commit   string        // the commit measured, for the header
 }
 
 // suite is one run of the benchmark suite.
@@ -79,6 +80,7 @@ func main() {
 	flag.StringVar(&o.pollPy, "pollpy", "scripts/pollbench.py", "the psutil poll script for section 7")
 	flag.StringVar(&o.python, "python", "/usr/bin/python3", "the Python with psutil (Debian's python3-psutil) for section 7")
 	flag.StringVar(&o.hosts, "hosts", "1000,5000,20000", "host sizes (processes) of section 7")
+	flag.StringVar(&o.commit, "commit", "", "the commit measured (printed in the header)")
 	flag.Parse()
 	if o.quick {
 		o.idle = min(o.idle, 5*time.Second)
@@ -172,6 +174,9 @@ func (bs *suite) run() int {
 	fmt.Println()
 	fmt.Printf("process-watchman benchmark suite — %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Printf("machine: %s\n", m.String())
+	if bs.opt.commit != "" {
+		fmt.Printf("code: commit %s\n", bs.opt.commit)
+	}
 	fmt.Printf("load average at start %s, at end %s; suite wall time %v\n", m.Load, end.Load, time.Since(start).Round(time.Second))
 	if bs.opt.quick {
 		fmt.Println("QUICK RUN: smaller counts and windows; not reference figures")
