@@ -216,6 +216,15 @@ func (r *hubRun) attach(w *Watcher) {
 	r.doWait(func(wr *writer) {
 		wr.join(w.root.PID, w)
 		wr.filter.add(w.root.PID)
+		if w.cfg.CaptureUsage {
+			if wr.usage == nil {
+				wr.usage = openUsage(wr.filter)
+			}
+			w.usageDesc = wr.usage.describe()
+			w.mu.Lock()
+			w.stats.UsageReason = wr.usage.reason
+			w.mu.Unlock()
+		}
 	})
 	r.rep.reschedule()
 }
@@ -248,6 +257,7 @@ type writer struct {
 	r       *hubRun
 	h       *Hub
 	filter  *hubFilter
+	usage   *usageSource // taskstats, once a Watcher asks (Config.CaptureUsage)
 	scanner *reconcile.Scanner
 	clock   clockBase
 
@@ -292,7 +302,15 @@ func newWriter(r *hubRun) *writer {
 
 func (wr *writer) run() {
 	defer close(wr.r.done)
+	defer func() {
+		if wr.usage != nil {
+			wr.usage.close()
+		}
+	}()
 	for {
+		if wr.usage != nil {
+			wr.usage.synced = false
+		}
 		wr.runQueued()
 		wr.runDrained()
 		evs, err := wr.r.conn.Receive(wr.evs[:0])
@@ -390,6 +408,7 @@ func (wr *writer) apply(w *Watcher, fn func(*tracker.Tracker)) {
 	}
 	fn(w.tr)
 	wr.chs = w.tr.DrainChanges(wr.chs[:0])
+	wr.annotate(w, wr.chs)
 	w.publishLocked(wr.chs)
 	w.mu.Unlock()
 	wr.index(w, wr.chs)

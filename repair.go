@@ -137,7 +137,7 @@ const scanMargin = 10 * time.Millisecond
 // index, if set, is called with them (the hub's writer updates its index).
 // The command lines of the members the scan adds, and of those whose name
 // changed, are read without the lock between two locked steps.
-func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tracker) uint64, index func([]tracker.Change)) {
+func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tracker) uint64, wr *writer) {
 	start := time.Now()
 	w.mu.Lock()
 	if w.closed {
@@ -187,12 +187,15 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 		for id, o := range obs {
 			w.tr.Describe(id, o)
 		}
+		if wr != nil {
+			wr.annotate(w, chs)
+		}
 		w.publishLocked(chs)
 		w.stats.countReconcile(time.Since(start), hs.walk == nil)
 	}
 	w.mu.Unlock()
-	if index != nil {
-		index(chs)
+	if wr != nil {
+		wr.index(w, chs)
 	}
 }
 
@@ -456,7 +459,7 @@ func (rp *repairer) applyAfterQueued(ws []*Watcher, hs *hostScan, repair bool) {
 	}
 	rp.afterQueued(func(wr *writer) {
 		for _, w := range ws {
-			w.applyScan(hs, repair, epochAt, func(chs []tracker.Change) { wr.index(w, chs) })
+			w.applyScan(hs, repair, epochAt, wr)
 		}
 		wr.filter.unpend(pre)
 		for _, pid := range pre {

@@ -43,6 +43,7 @@ type Watcher struct {
 	root       Identity
 	mode       Mode
 	modeReason string
+	usageDesc  string  // where Exit.Usage comes from (Config.CaptureUsage), set at Attach
 	hub        *Hub    // nil in polling mode
 	run        *hubRun // the hub's open state, nil in polling mode
 
@@ -137,6 +138,10 @@ func Attach(pid int, cfg *Config) (*Watcher, error) {
 	w.tr.DrainChanges(nil)
 	if err := w.chooseMode(); err != nil {
 		return nil, err
+	}
+	if w.mode == ModePoll && c.CaptureUsage {
+		const why = "polling mode: exits are found by /proc scans, without the kernel's accounting"
+		w.usageDesc, w.stats.UsageReason = "no per-process usage ("+why+")", why
 	}
 	if err := w.initialScan(); err != nil {
 		w.shutdown()
@@ -384,10 +389,14 @@ func (w *Watcher) Mode() Mode { return w.mode }
 // ModeReason says why the Watcher is in its Mode, e.g. why the proc
 // connector could not be used.
 func (w *Watcher) ModeReason() string {
+	r := w.modeReason
 	if w.run != nil {
-		return w.modeReason + "; " + w.run.filter.describe()
+		r += "; " + w.run.filter.describe()
 	}
-	return w.modeReason
+	if w.usageDesc != "" {
+		r += "; " + w.usageDesc
+	}
+	return r
 }
 
 // Poll returns the tree as it is now and what changed since the previous
@@ -604,6 +613,10 @@ func (w *Watcher) exit(e tracker.Exit) Exit {
 	}
 	if !e.Time.IsZero() {
 		x.Lifetime = max(e.Time.Sub(w.fs.TicksToTime(e.ID.StartTicks)), 0)
+	}
+	if u, ok := e.Data.(*Usage); ok {
+		c := *u // each copy its own, so callers may keep and change it
+		x.Usage = &c
 	}
 	return x
 }

@@ -249,6 +249,30 @@ func (t *Tracker) clearLeader(p *Proc) {
 
 // upgrade gives a member removed without the kernel's word (a scan found
 // it gone, or its threads' exits were inferred) the kernel's exit status.
+// Annotate sets Data on the exit of id wherever the tracker keeps it: in
+// the pending exits and tombstones, and in the tombstone record. Changes
+// already drained are the caller's to update. It reports whether id's
+// exit was found.
+func (t *Tracker) Annotate(id Identity, data any) bool {
+	found := false
+	for i := range t.pending.Exits {
+		if t.pending.Exits[i].ID == id {
+			t.pending.Exits[i].Data, found = data, true
+		}
+	}
+	for i := range t.pending.Tombstones {
+		if t.pending.Tombstones[i].Proc.ID == id {
+			t.pending.Tombstones[i].Exit.Data, found = data, true
+		}
+	}
+	for i := range t.tombstones {
+		if t.tombstones[i].Proc.ID == id {
+			t.tombstones[i].Exit.Data, found = data, true
+		}
+	}
+	return found
+}
+
 func (t *Tracker) upgrade(pid int, x Exit) {
 	pr, ok := t.provisional[pid]
 	if !ok {
@@ -257,19 +281,27 @@ func (t *Tracker) upgrade(pid int, x Exit) {
 	delete(t.provisional, pid)
 	id := pr.proc.ID
 	x.ID = id
+	// The new word on the exit keeps the caller's annotation.
+	keep := func(old *Exit) {
+		d := old.Data
+		*old = x
+		if old.Data == nil {
+			old.Data = d
+		}
+	}
 	for i := range t.pending.Exits {
 		if t.pending.Exits[i].ID == id {
-			t.pending.Exits[i] = x
+			keep(&t.pending.Exits[i])
 		}
 	}
 	for i := range t.pending.Tombstones {
 		if t.pending.Tombstones[i].Proc.ID == id {
-			t.pending.Tombstones[i].Exit = x
+			keep(&t.pending.Tombstones[i].Exit)
 		}
 	}
 	for i := range t.tombstones {
 		if t.tombstones[i].Proc.ID == id {
-			t.tombstones[i].Exit = x
+			keep(&t.tombstones[i].Exit)
 		}
 	}
 	t.log = append(t.log, Change{Kind: Upgraded, At: x.Time, Proc: pr.proc, Exit: x, Kernel: x.Kernel})

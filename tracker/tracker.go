@@ -108,6 +108,10 @@ type Exit struct {
 	// Kernel is the kernel's CLOCK_MONOTONIC timestamp of the exit event,
 	// or 0.
 	Kernel time.Duration
+	// Data is the caller's annotation of the exit (Annotate), carried
+	// with it into pending exits and tombstones; the tracker never reads
+	// it.
+	Data any
 }
 
 // Code returns the exit code (0-255) of a normal exit, or -1 if the process
