@@ -221,8 +221,13 @@ func TestIntegrationCPU(t *testing.T) {
 	released := bootNow(t)
 	h.Finish(t)
 	u, recs := processRecords(t, l, h.PID())
-	if u.UserCPU < 150*time.Millisecond {
-		t.Errorf("user CPU %v, want at least 150ms (burned 220ms)", u.UserCPU)
+	// The helper burned until getrusage said 220 ms of user CPU, which
+	// is the process's exact run time split in proportion to the tick
+	// samples, so never more than the run time. The samples themselves
+	// (UserCPU) are not asserted: under load they may be far below what
+	// ran (see TestIntegrationLeaderExitsFirst).
+	if u.Runtime < 220*time.Millisecond {
+		t.Errorf("run time %v, want at least the 220ms burned", u.Runtime)
 	}
 	if u.PID != h.PID() || u.ExitStatus != 3<<8 {
 		t.Errorf("usage of pid %d exit status %d, want %d exit status 768", u.PID, u.ExitStatus, h.PID())
@@ -297,12 +302,12 @@ func TestIntegrationThreads(t *testing.T) {
 	h.Finish(t)
 	u, recs := processRecords(t, l, h.PID())
 	var pidRecs, groupDead, aggregates int
-	var sumUser time.Duration
+	var sumRun time.Duration
 	for i, r := range recs {
 		switch r.Kind {
 		case taskstats.KindPID:
 			pidRecs++
-			sumUser += r.UserCPU
+			sumRun += r.CPURunVirtual
 			if r.GroupDead() {
 				groupDead++
 				if i != len(recs)-2 || !r.WithGroup {
@@ -322,15 +327,14 @@ func TestIntegrationThreads(t *testing.T) {
 	if u.Threads != pidRecs || !u.KernelAggregate {
 		t.Errorf("usage of %d threads (aggregate %v), want %d with the kernel's aggregate", u.Threads, u.KernelAggregate, pidRecs)
 	}
-	// The threads burned 4 x 100 ms by their precise clocks; the
-	// kernel's utime and stime are sampled at ticks.
-	if u.UserCPU+u.SystemCPU < 300*time.Millisecond {
-		t.Errorf("CPU user %v, system %v, want at least 300ms in all (4 threads burned 100ms each)", u.UserCPU, u.SystemCPU)
-	}
-	// The kernel's sum and the sum of the task records agree (a thread's
-	// CPU may move by a few microseconds between the two readings).
-	if d := u.UserCPU - sumUser; d < -time.Duration(pidRecs)*time.Millisecond || d > time.Duration(pidRecs)*time.Millisecond {
-		t.Errorf("kernel aggregate user CPU %v, sum of task records %v", u.UserCPU, sumUser)
+	// The threads burned 4 x 100 ms by their CPU clocks, which read the
+	// run time (CPURunVirtual); the kernel's utime and stime are tick
+	// samples, exact neither way (see TestIntegrationLeaderExitsFirst).
+	// The kernel adds each thread's run time to its aggregate just before
+	// filling the thread's record, so the aggregate is at most the sum of
+	// the records.
+	if u.Runtime < 400*time.Millisecond || u.Runtime > sumRun {
+		t.Errorf("run time %v, want at least 400ms (4 threads burned 100ms each) and at most the records' sum %v", u.Runtime, sumRun)
 	}
 	checkStart(t, w, lastTask(t, recs), h.StartTicks, released)
 	t.Logf("%d task records; usage %+v", pidRecs, u)

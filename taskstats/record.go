@@ -112,7 +112,15 @@ type Record struct {
 	// KindTGID aggregate.
 	ProcessElapsed time.Duration
 	// UserCPU and SystemCPU are the CPU times (ac_utime, ac_stime),
-	// microsecond resolution.
+	// microsecond resolution. On kernels with tick-based CPU accounting
+	// (CONFIG_TICK_CPU_ACCOUNTING, the usual one) they are samples: each
+	// timer tick (4 ms at HZ=250) charges its whole length to the task
+	// it interrupts, and unlike getrusage(2) and /proc/PID/stat taskstats
+	// does not scale them to the scheduler's exact run time. A task that
+	// runs in pieces shorter than a tick, as on a loaded CPU, can be
+	// charged far more or far less than it ran: on the 2-vCPU VM, under
+	// a CPU hog, threads that ran 50 ms got 4 to 52 ms. CPURunVirtual is
+	// the exact figure.
 	UserCPU, SystemCPU time.Duration
 	// UserCPUScaled and SystemCPUScaled are the frequency-scaled CPU times
 	// (ac_utimescaled, ac_stimescaled).
@@ -151,8 +159,13 @@ type Record struct {
 	// scheduler keeps them whether or not delay accounting is on.
 	CPUDelay      time.Duration
 	CPUDelayCount uint64
-	// CPURunReal and CPURunVirtual are the CPU run times the scheduler
-	// saw (cpu_run_real_total, cpu_run_virtual_total), in nanoseconds.
+	// CPURunReal and CPURunVirtual are the task's CPU run times
+	// (cpu_run_real_total, cpu_run_virtual_total), in nanoseconds.
+	// CPURunReal is UserCPU+SystemCPU before their truncation to
+	// microseconds, tick samples like them. CPURunVirtual is the
+	// scheduler's exact run time (se.sum_exec_runtime, the clock
+	// CLOCK_THREAD_CPUTIME_ID reads). Like CPUDelay they are kept
+	// whether or not delay accounting is on (checked on Linux 6.18).
 	CPURunReal, CPURunVirtual time.Duration
 	// BlkioDelay is the time spent waiting for synchronous block I/O
 	// (blkio_delay_total), BlkioDelayCount the number of waits. Like the

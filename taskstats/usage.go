@@ -38,8 +38,15 @@ type Usage struct {
 	// Wall is the process's lifetime: from the group leader's start to
 	// the last exit.
 	Wall time.Duration
-	// UserCPU and SystemCPU are the CPU times of all threads.
+	// UserCPU and SystemCPU are the CPU times of all threads: tick
+	// samples, which under load may be far from the time the threads ran
+	// (see Record.UserCPU).
 	UserCPU, SystemCPU time.Duration
+	// Runtime is the exact CPU time of all threads, as the scheduler
+	// counts it (the sum of their Record.CPURunVirtual): what
+	// CLOCK_PROCESS_CPUTIME_ID would have read at the exit. It is 0
+	// where the kernel reports no run times (CPURunVirtual 0).
+	Runtime time.Duration
 	// PeakRSS and PeakVM are the high-water marks of the process's
 	// resident set and virtual memory, in bytes.
 	PeakRSS, PeakVM uint64
@@ -89,6 +96,7 @@ func (u *Usage) add(r *Record) {
 	u.Threads++
 	u.UserCPU += r.UserCPU
 	u.SystemCPU += r.SystemCPU
+	u.Runtime += r.CPURunVirtual
 	u.PeakRSS = max(u.PeakRSS, r.PeakRSS)
 	u.PeakVM = max(u.PeakVM, r.PeakVM)
 	u.ReadBytes += r.ReadBytes
@@ -123,6 +131,7 @@ func (u *Usage) finish(last *Record) {
 // aggregate with its values.
 func (u *Usage) useAggregate(g *Record) {
 	u.KernelAggregate = true
+	u.Runtime = g.CPURunVirtual // summed with the delays, by delayacct_add_tsk
 	u.CPUDelay = g.CPUDelay
 	u.BlkioDelay = g.BlkioDelay
 	u.SwapinDelay = g.SwapinDelay

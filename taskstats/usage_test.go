@@ -38,7 +38,7 @@ func aggregate(a *taskstats.Aggregator, recs []taskstats.Record) []taskstats.Usa
 func thread(pid int32, utime time.Duration, rss, wbytes uint64) taskstats.Record {
 	return taskstats.Record{
 		Kind: taskstats.KindPID, Version: 16, PID: pid, PPID: 1, Comm: comm("app"),
-		UserCPU: utime, SystemCPU: utime / 10, PeakRSS: rss, WriteBytes: wbytes, ReadBytes: 1024,
+		UserCPU: utime, SystemCPU: utime / 10, CPURunVirtual: utime*11/10 + time.Microsecond, PeakRSS: rss, WriteBytes: wbytes, ReadBytes: 1024,
 		MinorFaults: 3, VoluntarySwitches: 2, InvoluntarySwitches: 1, CPUDelay: time.Millisecond,
 		BlkioDelay: 2 * time.Millisecond, Elapsed: time.Second, ProcessElapsed: 2 * time.Second,
 	}
@@ -66,13 +66,13 @@ func TestAggregatorProcesses(t *testing.T) {
 	want := []taskstats.Usage{{
 		PID: 10, PPID: 1, StartTicks: tick(998 * time.Second), Comm: comm("app"),
 		Flags: taskstats.FlagGroupDead, Threads: 1, Wall: 2 * time.Second,
-		UserCPU: 5 * time.Millisecond, SystemCPU: 500 * time.Microsecond, PeakRSS: 4 << 20,
+		UserCPU: 5 * time.Millisecond, SystemCPU: 500 * time.Microsecond, Runtime: 5501 * time.Microsecond, PeakRSS: 4 << 20,
 		ReadBytes: 1024, WriteBytes: 8192, MinorFaults: 3, VoluntarySwitches: 2, InvoluntarySwitches: 1,
 		CPUDelay: time.Millisecond, BlkioDelay: 2 * time.Millisecond,
 	}, {
 		PID: 20, PPID: 1, StartTicks: tick(998 * time.Second), Comm: comm("app"), ExitStatus: 768,
 		Flags: taskstats.FlagGroupDead, Threads: 3, KernelAggregate: true, Wall: 2 * time.Second,
-		UserCPU: 250 * time.Millisecond, SystemCPU: 25 * time.Millisecond, PeakRSS: 30 << 20,
+		UserCPU: 250 * time.Millisecond, SystemCPU: 25 * time.Millisecond, Runtime: 275003 * time.Microsecond, PeakRSS: 30 << 20,
 		ReadBytes: 3072, WriteBytes: 4096 + 1<<20, MinorFaults: 9, VoluntarySwitches: 6, InvoluntarySwitches: 3,
 		CPUDelay: 3 * time.Millisecond, BlkioDelay: 6 * time.Millisecond,
 	}}

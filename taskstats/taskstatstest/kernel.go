@@ -182,8 +182,9 @@ func (k *Kernel) ExitTask(task *taskstats.Record, group *taskstats.Record) {
 // exit order, as kernel/taskstats.c does: every task's record gets TGID
 // tgid (ac_tgid) and the last one FlagGroupDead; when there is more than
 // one task, the last message also carries the per-TGID aggregate, which
-// sums the tasks' CPU times, elapsed times, context switches and delays
-// (as Linux 6.18 does). It returns that aggregate (nil for one task).
+// sums the tasks' CPU times, elapsed times, context switches, run times
+// and delays (as Linux 6.18 does). It returns that aggregate (nil for one
+// task).
 func (k *Kernel) ExitProcess(tgid int32, threads []taskstats.Record) *taskstats.Record {
 	if len(threads) == 0 {
 		return nil
@@ -206,6 +207,8 @@ func (k *Kernel) ExitProcess(tgid int32, threads []taskstats.Record) *taskstats.
 			g.InvoluntarySwitches += t.InvoluntarySwitches
 			g.CPUDelay += t.CPUDelay
 			g.CPUDelayCount += t.CPUDelayCount
+			g.CPURunReal += t.CPURunReal
+			g.CPURunVirtual += t.CPURunVirtual
 			g.BlkioDelay += t.BlkioDelay
 			g.BlkioDelayCount += t.BlkioDelayCount
 			g.SwapinDelay += t.SwapinDelay
