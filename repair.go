@@ -99,6 +99,10 @@ func (hs *hostScan) fromWalk(wk *reconcile.Walk, known map[int]tracker.Entry) (u
 			})
 		case reconcile.StatusError:
 			if r.Found {
+				// A child that a children file lists but that may not be
+				// read (another user's, under hidepid): without its start
+				// time it cannot join, so it is counted.
+				unreadable++
 				continue
 			}
 			unreadable++
@@ -139,17 +143,26 @@ const scanMargin = 10 * time.Millisecond
 // changed, are read without the lock between two locked steps.
 func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tracker) uint64, wr *writer) {
 	start := time.Now()
+	entries, n := hs.entries, len(hs.entries)
+	if hs.walk == nil && w.fs.HidePID() != reconcile.HidePIDOff {
+		entries = w.withHidden(hs)
+	}
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return
 	}
-	opt := tracker.ScanOptions{Repair: repair, Name: hs.comm}
+	opt := tracker.ScanOptions{Repair: repair, Name: func(i int) string {
+		if i >= n {
+			return "" // a hidden member (withHidden), never added
+		}
+		return hs.comm(i)
+	}}
 	if epochAt != nil {
 		opt.Since = hs.start.Add(-scanMargin)
 		opt.Epoch = epochAt(w.tr)
 	}
-	w.tr.ApplyScan(hs.entries, hs.start, opt)
+	w.tr.ApplyScan(entries, hs.start, opt)
 	chs := w.tr.DrainChanges(nil)
 	// Members whose name changed since they joined (an exec the events
 	// did not report, or a prctl), if the scan is newer than what we
@@ -157,7 +170,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 	var renamed []tracker.Identity
 	for _, p := range w.tr.Members(nil) {
 		i, ok := w.tr.IndexOf(p.ID.PID)
-		if !ok || hs.start.Before(p.InfoAt) || string(hs.commBytes(i)) == p.Name && (p.Cmdline != nil || !w.cfg.CaptureCmdline) {
+		if !ok || i >= n || hs.start.Before(p.InfoAt) || string(hs.commBytes(i)) == p.Name && (p.Cmdline != nil || !w.cfg.CaptureCmdline) {
 			continue
 		}
 		renamed = append(renamed, p.ID)
@@ -197,6 +210,40 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 	if wr != nil {
 		wr.index(w, chs)
 	}
+}
+
+// withHidden returns hs's entries plus, as they were, the members a host
+// scan cannot see under hidepid (hidepid=2 and 4 hide them, hidepid=1
+// lists them as denied) but that are not known to be gone: each missing
+// member is read by itself, and only ENOENT/ESRCH or a zombie state make
+// it gone. They are counted in WatcherStats.Unreadable.
+func (w *Watcher) withHidden(hs *hostScan) []tracker.Entry {
+	w.mu.Lock()
+	members := w.tr.Members(nil)
+	known := make([]tracker.Entry, 0, len(members))
+	for _, p := range members {
+		known = append(known, tracker.Entry{PID: p.ID.PID, PPID: p.PPID, StartTicks: p.ID.StartTicks, Live: true, State: p.State, Threaded: p.Threaded})
+	}
+	w.mu.Unlock()
+	seen := make(map[int]bool, len(hs.entries))
+	for i := range hs.entries {
+		seen[hs.entries[i].PID] = true
+	}
+	entries := hs.entries[:len(hs.entries):len(hs.entries)]
+	hidden := 0
+	for _, e := range known {
+		if seen[e.PID] {
+			continue
+		}
+		if o := observe(w.readerFor(), nil, e.PID, false, 0); o.Seen == tracker.SeenUnknown {
+			entries = append(entries, e)
+			hidden++
+		}
+	}
+	w.mu.Lock()
+	w.stats.Unreadable = hidden
+	w.mu.Unlock()
+	return entries
 }
 
 // readerFor returns a scanner for reads made while applying a scan: the

@@ -345,9 +345,12 @@ type WatcherStats struct {
 	Repairs uint64
 	// Overruns counts the kernel's overruns seen.
 	Overruns uint64
-	// Unreadable counts the members whose /proc entry the last tree-local
-	// check could not read (EMFILE, EACCES...). They stay members: only
-	// ENOENT/ESRCH or a zombie state mean gone.
+	// Unreadable counts the members whose /proc entry the last check
+	// could not read (EMFILE, EACCES, hidepid...), and the children of
+	// members that a children file lists but that may not be read
+	// (another user's, under hidepid: without a start time they cannot
+	// join). Members stay members: only ENOENT/ESRCH or a zombie state
+	// mean gone.
 	Unreadable int
 	// UsageMatched counts the exits given a Usage (Config.CaptureUsage);
 	// UsageMissing those whose taskstats record did not come within
@@ -395,6 +398,9 @@ func (w *Watcher) ModeReason() string {
 	}
 	if w.usageDesc != "" {
 		r += "; " + w.usageDesc
+	}
+	if h := w.fs.HidePID(); h != reconcile.HidePIDOff {
+		r += "; /proc is mounted with hidepid=" + h.String() + ": processes of other users cannot be read, and members that become unreadable are kept and counted (WatcherStats.Unreadable)"
 	}
 	return r
 }
