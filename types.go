@@ -133,7 +133,11 @@ const (
 // Usage is the resource usage of one whole process, from its start to the
 // exit of its last thread, as the kernel accounted it.
 type Usage struct {
-	// UserCPU and SystemCPU are the CPU times of all its threads.
+	// UserCPU and SystemCPU are the CPU times of all its threads: their
+	// sum is the scheduler's exact run time, split in the proportion of
+	// the kernel's tick samples, as getrusage(2) reports it (taskstats'
+	// own user and system times are tick samples, which under load can be
+	// far from what the threads ran).
 	UserCPU   time.Duration `json:"user_cpu_ns"`
 	SystemCPU time.Duration `json:"system_cpu_ns"`
 	// Wall is its lifetime as the kernel measured it (0 from wait4).

@@ -192,8 +192,9 @@ func approxSlack(approx bool) uint64 {
 }
 
 func usageOf(u *taskstats.Usage) *Usage {
+	user, sys := splitCPU(u.Runtime, u.UserCPU, u.SystemCPU)
 	return &Usage{
-		UserCPU: u.UserCPU, SystemCPU: u.SystemCPU, Wall: u.Wall,
+		UserCPU: user, SystemCPU: sys, Wall: u.Wall,
 		PeakRSS: u.PeakRSS, ReadBytes: u.ReadBytes, WriteBytes: u.WriteBytes,
 		VoluntarySwitches: u.VoluntarySwitches, InvoluntarySwitches: u.InvoluntarySwitches,
 		CPUDelay: u.CPUDelay, BlkioDelay: u.BlkioDelay, SwapinDelay: u.SwapinDelay,
@@ -232,4 +233,20 @@ func (wr *writer) annotate(w *Watcher, chs []tracker.Change) {
 			}
 		}
 	}
+}
+
+// splitCPU returns the exact CPU time run (the scheduler's, 0 where the
+// kernel does not report it) split between user and system time in the
+// proportion of the kernel's tick samples ut and st, as getrusage(2) and
+// /proc/PID/stat do (kernel/sched/cputime.c, cputime_adjust); without run
+// the samples themselves.
+func splitCPU(run, ut, st time.Duration) (user, sys time.Duration) {
+	if run <= 0 {
+		return ut, st
+	}
+	if ut+st <= 0 {
+		return run, 0
+	}
+	sys = time.Duration(float64(run) * float64(st) / float64(ut+st))
+	return run - sys, sys
 }

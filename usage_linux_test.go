@@ -58,10 +58,10 @@ func TestIntegrationUsage(t *testing.T) {
 				t.Fatalf("the burner's exit has no Usage; stats %+v", w.Stats())
 			}
 			cpu := u.UserCPU + u.SystemCPU
-			// taskstats' CPU times are tick samples (see
-			// taskstats.Record.UserCPU): some CPU, not the exact figure.
-			if u.Source != UsageTaskstats || cpu <= 0 || u.Threads < 2 || u.PeakRSS < 1<<20 || u.Wall <= 0 {
-				t.Errorf("Usage %+v: want source taskstats, some CPU (it measured %v), several threads (a Go program), a peak RSS of 1 MiB or more, a wall time",
+			// The process measured its CPU time (getrusage) just before
+			// exiting; what it ran after only adds.
+			if u.Source != UsageTaskstats || cpu < time.Duration(measured) || u.Threads < 2 || u.PeakRSS < 1<<20 || u.Wall <= 0 {
+				t.Errorf("Usage %+v: want source taskstats, CPU at least the %v it measured, several threads (a Go program), a peak RSS of 1 MiB or more, a wall time",
 					*u, time.Duration(measured))
 			}
 			s := mustPoll(t, w)
