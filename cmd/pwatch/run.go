@@ -135,8 +135,10 @@ type runner struct {
 	kids *children
 	// cgNote says why there is no cgroup, when --cgroup auto found none.
 	cgNote string
-	// guard is the link to the cgroup's guard (see guardMain), or nil.
-	guard *os.File
+	// guard is the link to the cgroup's guard (see guardMain), or nil;
+	// noGuard says why a cgroup has none.
+	guard   *os.File
+	noGuard string
 	// unlock releases the thread that started COMMAND (startLocked).
 	unlock func()
 }
@@ -149,7 +151,17 @@ func (r *runner) contain() error {
 		return nil
 	}
 	cg, err := newCgroup()
-	if err == nil {
+	switch {
+	case err == nil && os.Getpid() == 1:
+		// pwatch is the init of a PID namespace (a container): the
+		// guard's double fork would make it pwatch's own child, since
+		// orphans go to init, and so a member of the tree, left behind
+		// and killed with it; nor could it outlive pwatch, since the
+		// kernel kills every process of the namespace when its init
+		// ends. So there is no guard.
+		r.cg = cg
+		r.noGuard = "no guard: pwatch is PID 1 of its PID namespace, and when it ends the kernel ends every process there"
+	case err == nil:
 		r.cg = cg
 		r.guard, err = startGuard(cg, r.ro.survive)
 		if err != nil {
@@ -457,6 +469,10 @@ func (r *runner) startLocked(start func() (*gatedChild, error)) (*gatedChild, er
 
 // sayContainment prints how the tree is contained.
 func (r *runner) sayContainment() {
+	if r.cg != nil && r.noGuard != "" {
+		fmt.Fprintf(r.s.a.stderr, "pwatch: containment: cgroup %s (%s)\n", escape(r.cg.dir), r.noGuard)
+		return
+	}
 	if r.cg != nil {
 		fmt.Fprintf(r.s.a.stderr, "pwatch: containment: cgroup %s\n", escape(r.cg.dir))
 		return
