@@ -18,7 +18,7 @@ const eventTimeLayout = "15:04:05.000000"
 // formatEvent is the human line of one event, without a newline:
 //
 //	15:04:05.123456 fork  pid=1240 ppid=1234 depth=1 sh -c 'exit 5'
-//	15:04:05.124001 exit  pid=1240 ppid=1234 code=5 after=551µs sh -c 'exit 5'
+//	15:04:05.124001 exit  pid=1240 ppid=1234 code=5 after=551µs cpu=420µs rss=1.5MiB sh -c 'exit 5'
 //
 // lifetime is how long the process lived, for exits (0: not shown).
 func formatEvent(ev *watchman.Event, name string, cmdline []string, depth int, lifetime time.Duration) string {
@@ -45,6 +45,9 @@ func formatEvent(ev *watchman.Event, name string, cmdline []string, depth int, l
 		}
 		if lifetime > 0 {
 			b.WriteString(" after=" + fmtDuration(lifetime))
+		}
+		if ev.Exit != nil && ev.Exit.Usage != nil {
+			b.WriteString(" cpu=" + fmtDuration(cpuOf(ev.Exit.Usage)) + " rss=" + strings.ReplaceAll(fmtBytes(ev.Exit.Usage.PeakRSS), " ", ""))
 		}
 	}
 	if ev.Synthetic {

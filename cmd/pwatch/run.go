@@ -57,8 +57,13 @@ through pidfds, in rounds, until no process is left. If pwatch itself is
 killed, COMMAND gets SIGKILL (unless --survive-pwatch).
 
 When COMMAND exits, pwatch prints a summary on stderr: how many processes
-ran, how many at most at once, which failed, and which were left behind
-(still alive after COMMAND exited). It exits with COMMAND's status (128+N
+ran, how many at most at once, which failed, which were left behind (still
+alive after COMMAND exited), and the resources they used: the tree's CPU and
+the 5 processes with the most CPU and the highest peak RSS, their command
+lines cut to $COLUMNS or the terminal's width (80 otherwise). The usage of
+every exit comes from the kernel's taskstats records (as root, in the
+initial namespaces; --usage=false turns it off); elsewhere only pwatch's own
+children, COMMAND and the orphans it reaps, have theirs, from wait4. It exits with COMMAND's status (128+N
 when a signal N killed it); 127 when COMMAND is not found, 126 when it
 cannot be run, 124 when --timeout expired, 125 when pwatch could not write
 a record or kill the tree, 2 for a usage error.`,

@@ -24,8 +24,12 @@ func newWatchCmd(a *app) *cobra.Command {
 		Long: `watch attaches to a running process and prints every fork, exec and exit in
 its tree as it happens, one line per event (--json: one JSON object per
 line). It ends when the root and all its descendants are gone, or on SIGINT
-or SIGTERM, and prints a summary on stderr. Processes that were already
-there when it attached are members from the start; they get no fork line.`,
+or SIGTERM, and prints a summary on stderr (with the tree's CPU and the
+processes that used the most, as in pwatch run). Processes that were already
+there when it attached are members from the start; they get no fork line.
+Exit lines carry each process's resource usage (--usage, as root). In
+polling mode pwatch scans the tree every --poll-interval by itself and
+prints what changed.`,
 		Example: `  pwatch watch 1234
   pwatch watch --json 1234 | jq -c 'select(.type == "exit" and .exit_code != 0)'
   pwatch watch --interval 5s --events tree.jsonl --trace tree.json $(pgrep -o make)
