@@ -64,6 +64,7 @@ type Hub struct {
 	forks, execs, exits, others   atomic.Uint64
 	overruns, lost                atomic.Uint64
 	filterFailOpens, filterErrors atomic.Uint64
+	usageOverruns                 atomic.Uint64
 }
 
 // HubStats counts what a Hub received since it was made.
@@ -85,6 +86,10 @@ type HubStats struct {
 	// happened, FilterErrors the map operations that failed.
 	FilterOpen                    bool
 	FilterFailOpens, FilterErrors uint64
+	// UsageOverruns counts the reads of the taskstats socket
+	// (Config.CaptureUsage) that found the kernel had dropped records:
+	// those exits get no Usage (WatcherStats.UsageMissing).
+	UsageOverruns uint64
 }
 
 // Stats returns the hub's counters.
@@ -93,6 +98,7 @@ func (h *Hub) Stats() HubStats {
 		Forks: h.forks.Load(), Execs: h.execs.Load(), Exits: h.exits.Load(), Other: h.others.Load(),
 		Overruns: h.overruns.Load(), Lost: h.lost.Load(),
 		FilterFailOpens: h.filterFailOpens.Load(), FilterErrors: h.filterErrors.Load(),
+		UsageOverruns: h.usageOverruns.Load(),
 	}
 	h.mu.Lock()
 	if h.run != nil {
@@ -218,7 +224,7 @@ func (r *hubRun) attach(w *Watcher) {
 		wr.filter.add(w.root.PID)
 		if w.cfg.CaptureUsage {
 			if wr.usage == nil {
-				wr.usage = openUsage(wr.filter)
+				wr.usage = openUsage(wr.filter, &wr.h.usageOverruns)
 			}
 			w.usageDesc = wr.usage.describe()
 			w.mu.Lock()

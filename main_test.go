@@ -2,7 +2,10 @@ package watchman
 
 import (
 	"os"
+	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -12,19 +15,30 @@ import (
 // TestMain fails the package's tests if any goroutine outlives them: every
 // Watcher, Hub and Subscription must release what it started.
 //
-// With PWATCH_TEST_BURN=MS the test binary is a helper instead: it burns
-// MS milliseconds of CPU, writes the CPU time it measured (user+system,
-// ns) to PWATCH_TEST_BURN_OUT and exits with status 5.
+// With PWATCH_TEST_HELPER set the test binary is a helper process instead
+// (see helper), for the usage tests.
 func TestMain(m *testing.M) {
-	if ms := os.Getenv("PWATCH_TEST_BURN"); ms != "" {
-		os.Exit(burn(ms, os.Getenv("PWATCH_TEST_BURN_OUT")))
+	if mode := os.Getenv("PWATCH_TEST_HELPER"); mode != "" {
+		os.Exit(helper(mode, os.Getenv("PWATCH_TEST_HELPER_OUT")))
 	}
 	goleak.VerifyTestMain(m)
 }
 
-func burn(ms, out string) int {
-	n, err := strconv.Atoi(ms)
-	if err != nil {
+// helper runs one known workload, writes what it measured of itself to out
+// and exits with status 5 (2 or 3 if it failed):
+//   - burn:MS burns MS ms of CPU on one thread; burn2:MS on each of two
+//     threads; both write the process's CPU time (getrusage, ns);
+//   - touch:MIB touches MIB MiB of fresh memory and writes its peak RSS
+//     (bytes, getrusage);
+//   - write:MIB:PATH writes MIB MiB to PATH with fsync and writes the
+//     byte count.
+func helper(mode, out string) int {
+	f := strings.Split(mode, ":")
+	n, err := strconv.Atoi(f[len(f)-1])
+	if len(f) == 3 {
+		n, err = strconv.Atoi(f[1])
+	}
+	if err != nil || n <= 0 {
 		return 2
 	}
 	var ru unix.Rusage
@@ -34,13 +48,64 @@ func burn(ms, out string) int {
 		}
 		return ru.Utime.Nano() + ru.Stime.Nano()
 	}
-	x := uint64(1)
-	for cpu() < int64(n)*1e6 {
-		for i := 0; i < 100000; i++ {
-			x = x*6364136223846793005 + 1442695040888963407
+	var result int64
+	switch f[0] {
+	case "burn", "burn2":
+		threads := map[string]int{"burn": 1, "burn2": 2}[f[0]]
+		var wg sync.WaitGroup
+		for range threads {
+			wg.Go(func() {
+				runtime.LockOSThread() // a thread of its own, kept busy
+				var ts unix.Timespec
+				x := uint64(1)
+				for {
+					if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil || ts.Nano() >= int64(n)*1e6 {
+						break
+					}
+					for i := 0; i < 100000; i++ {
+						x = x*6364136223846793005 + 1442695040888963407
+					}
+				}
+				runtime.KeepAlive(x)
+			})
 		}
+		wg.Wait()
+		result = cpu()
+	case "touch":
+		mem := make([]byte, n<<20)
+		for i := 0; i < len(mem); i += 4096 {
+			mem[i] = 1
+		}
+		runtime.KeepAlive(mem)
+		if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+			return 3
+		}
+		result = ru.Maxrss << 10
+	case "write":
+		if len(f) != 3 {
+			return 2
+		}
+		fd, err := os.Create(f[2])
+		if err != nil {
+			return 3
+		}
+		buf := make([]byte, 1<<20)
+		for i := range buf {
+			buf[i] = byte(i)
+		}
+		for range n {
+			if _, err := fd.Write(buf); err != nil {
+				return 3
+			}
+		}
+		if fd.Sync() != nil || fd.Close() != nil {
+			return 3
+		}
+		result = int64(n) << 20
+	default:
+		return 2
 	}
-	if os.WriteFile(out, []byte(strconv.FormatInt(cpu(), 10)+" "+strconv.FormatUint(x&1, 10)), 0o600) != nil {
+	if os.WriteFile(out, []byte(strconv.FormatInt(result, 10)), 0o600) != nil {
 		return 3
 	}
 	return 5

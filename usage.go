@@ -2,6 +2,7 @@ package watchman
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/process-watchman/watchman/taskstats"
@@ -44,12 +45,13 @@ type usageSource struct {
 	reason string // why there is no usage ("" when l is open)
 	kernel bool   // records are filtered in the kernel
 
-	agg    taskstats.Aggregator
-	recs   []taskstats.Record
-	kept   map[int][]keptUsage
-	nkept  int
-	synced bool // this batch's records were read
-	pruned time.Time
+	agg      taskstats.Aggregator
+	recs     []taskstats.Record
+	kept     map[int][]keptUsage
+	nkept    int
+	synced   bool           // this batch's records were read
+	overruns *atomic.Uint64 // the hub's count of taskstats overruns
+	pruned   time.Time
 }
 
 type keptUsage struct {
@@ -58,8 +60,8 @@ type keptUsage struct {
 }
 
 // openUsage opens the taskstats listener, filtered by hf where it can be.
-func openUsage(hf *hubFilter) *usageSource {
-	us := &usageSource{kept: make(map[int][]keptUsage)}
+func openUsage(hf *hubFilter, overruns *atomic.Uint64) *usageSource {
+	us := &usageSource{kept: make(map[int][]keptUsage), overruns: overruns}
 	l, err := taskstats.Listen(nil)
 	if err != nil {
 		us.reason = "taskstats unavailable: " + err.Error()
@@ -110,7 +112,10 @@ func (us *usageSource) sync(now time.Time) {
 		return
 	}
 	us.synced = true
-	recs, _ := us.l.Sync(us.recs[:0]) // an overrun shows as missing usage
+	recs, err := us.l.Sync(us.recs[:0])
+	if errors.Is(err, taskstats.ErrOverrun) {
+		us.overruns.Add(1) // and the exits whose records were lost get none
+	}
 	for i := range recs {
 		u, ok := us.agg.Add(&recs[i])
 		if !ok {

@@ -9,59 +9,66 @@ import (
 	"time"
 )
 
-// TestIntegrationUsage: a member that burns 50 ms of CPU in several
-// threads (a Go program) gets one Usage covering all of them, from
-// taskstats, in its exit event, in the Poll's Delta.Exited and in its
-// tombstone; the kernel's CPU total is at least what the process measured
-// of itself just before exiting. With the kernel tree filter and without.
-func TestIntegrationUsage(t *testing.T) {
-	requireConnector(t)
+// usageRun runs the helper mode (see helper in main_test.go) as the only
+// child of a gated shell under a Watcher with CaptureUsage on a hub made
+// with hc, and returns its exit and what it measured of itself.
+func usageRun(t *testing.T, hc *HubConfig, mode string) (*Watcher, Event, int64) {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := filepath.Join(t.TempDir(), "measured")
+	t.Setenv("OUT", out)
+	t.Setenv("EXE", exe)
+	t.Setenv("MODE", mode)
+	sh, open := gatedShell(t, `read x < "$GATE"; PWATCH_TEST_HELPER="$MODE" PWATCH_TEST_HELPER_OUT="$OUT" "$EXE"; read x < "$GATE"`)
+	w, err := Attach(sh.Process.Pid, &Config{Hub: NewHub(hc), Strategy: StrategyConnector, CaptureUsage: true, KeepTombstones: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	sub := w.Subscribe(1024)
+	open()
+	ev := nextExit(t, sub, mode)
+	if ev.Exit.Code != 5 {
+		t.Fatalf("first exit %+v, want the helper's (status 5)", *ev.Exit)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	measured, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Exit.Usage == nil {
+		t.Fatalf("%s: the exit has no Usage; stats %+v", mode, w.Stats())
+	}
+	return w, ev, measured
+}
+
+// TestIntegrationUsage: a member that burns CPU in a Go program (several
+// threads) gets one Usage covering all of them, from taskstats, in its
+// exit event, in the Poll's Delta.Exited and in its tombstone; with the
+// kernel tree filter and without.
+func TestIntegrationUsage(t *testing.T) {
+	requireConnector(t)
 	for _, tc := range []struct {
 		name    string
 		entries int
 		how     string
 	}{{"kernel", 0, "filtered in the kernel"}, {"user-space", -1, "filtered in user space"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := filepath.Join(t.TempDir(), "cpu")
-			t.Setenv("OUT", out)
-			t.Setenv("EXE", exe)
-			sh, open := gatedShell(t, `read x < "$GATE"; PWATCH_TEST_BURN=50 PWATCH_TEST_BURN_OUT="$OUT" "$EXE"; read x < "$GATE"`)
-			w, err := Attach(sh.Process.Pid, &Config{Hub: NewHub(&HubConfig{FilterEntries: tc.entries}), Strategy: StrategyConnector,
-				CaptureUsage: true, KeepTombstones: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
+			w, ev, measured := usageRun(t, &HubConfig{FilterEntries: tc.entries}, "burn:50")
 			if r := w.ModeReason(); !strings.Contains(r, "per-process usage from taskstats, "+tc.how) {
-				t.Fatalf("ModeReason %q does not say usage comes from taskstats, %s", r, tc.how)
-			}
-			sub := w.Subscribe(1024)
-			open()
-			ev := nextExit(t, sub, "the burner")
-			if ev.Exit.Code != 5 {
-				t.Fatalf("first exit %+v, want the burner's (status 5)", *ev.Exit)
-			}
-			b, err := os.ReadFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			measured, err := strconv.ParseInt(strings.Fields(string(b))[0], 10, 64)
-			if err != nil {
-				t.Fatal(err)
+				t.Errorf("ModeReason %q does not say usage comes from taskstats, %s", r, tc.how)
 			}
 			u := ev.Exit.Usage
-			if u == nil {
-				t.Fatalf("the burner's exit has no Usage; stats %+v", w.Stats())
-			}
-			cpu := u.UserCPU + u.SystemCPU
 			// The process measured its CPU time (getrusage) just before
 			// exiting; what it ran after only adds.
-			if u.Source != UsageTaskstats || cpu < time.Duration(measured) || u.Threads < 2 || u.PeakRSS < 1<<20 || u.Wall <= 0 {
-				t.Errorf("Usage %+v: want source taskstats, CPU at least the %v it measured, several threads (a Go program), a peak RSS of 1 MiB or more, a wall time",
+			if cpu := u.UserCPU + u.SystemCPU; u.Source != UsageTaskstats || cpu < time.Duration(measured) || u.Threads < 2 || u.Wall <= 0 {
+				t.Errorf("Usage %+v: want source taskstats, CPU at least the %v it measured, several threads (a Go program), a wall time",
 					*u, time.Duration(measured))
 			}
 			s := mustPoll(t, w)
@@ -72,7 +79,7 @@ func TestIntegrationUsage(t *testing.T) {
 				}
 			}
 			if !found {
-				t.Errorf("Delta.Exited %+v lacks the burner's usage", s.Delta.Exited)
+				t.Errorf("Delta.Exited %+v lacks the helper's usage", s.Delta.Exited)
 			}
 			for _, ts := range w.Tombstones() {
 				if ts.PID == ev.Process.PID && (ts.Exit.Usage == nil || *ts.Exit.Usage != *u) {
@@ -84,4 +91,104 @@ func TestIntegrationUsage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIntegrationUsageFields checks each field against a known workload
+// (issue 11): CPU, two threads' CPU summed, peak RSS, bytes written.
+func TestIntegrationUsageFields(t *testing.T) {
+	requireConnector(t)
+	t.Run("cpu", func(t *testing.T) {
+		_, ev, measured := usageRun(t, nil, "burn:200")
+		if u := ev.Exit.Usage; u.UserCPU < 150*time.Millisecond || u.UserCPU+u.SystemCPU < time.Duration(measured) {
+			t.Errorf("200 ms burn: Usage %+v, want user CPU of 150 ms or more and at least the %v measured", *u, time.Duration(measured))
+		}
+	})
+	t.Run("threads", func(t *testing.T) {
+		_, ev, measured := usageRun(t, nil, "burn2:60")
+		if u := ev.Exit.Usage; u.Threads < 2 || u.UserCPU+u.SystemCPU < time.Duration(measured) || u.UserCPU+u.SystemCPU < 120*time.Millisecond {
+			t.Errorf("two threads burning 60 ms each: Usage %+v, want one record of several threads with their CPU summed (%v measured)", *u, time.Duration(measured))
+		}
+	})
+	t.Run("memory", func(t *testing.T) {
+		_, ev, measured := usageRun(t, nil, "touch:100")
+		if u := ev.Exit.Usage; u.PeakRSS < 100<<20 || u.PeakRSS < uint64(measured)-1<<20 {
+			t.Errorf("100 MiB touched: peak RSS %d, want 100 MiB or more (the process measured %d)", u.PeakRSS, measured)
+		}
+	})
+	t.Run("write", func(t *testing.T) {
+		dir := t.TempDir()
+		if fsType(t, dir) == "tmpfs" { // tmpfs writes reach no storage
+			dir = filepath.Join(".", "testdata-write-"+strconv.Itoa(os.Getpid()))
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+		}
+		_, ev, measured := usageRun(t, nil, "write:10:"+filepath.Join(dir, "f"))
+		if u := ev.Exit.Usage; u.WriteBytes < uint64(measured) {
+			t.Errorf("10 MiB written with fsync: WriteBytes %d, want %d or more", u.WriteBytes, measured)
+		}
+	})
+}
+
+// fsType returns the file system type of dir (from /proc/self/mountinfo,
+// the longest mount point that is a prefix).
+func fsType(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	best, typ := "", ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		sep := -1
+		for i, x := range f {
+			if x == "-" {
+				sep = i
+			}
+		}
+		if len(f) < 5 || sep < 0 || sep+1 >= len(f) {
+			continue
+		}
+		mp := f[4]
+		if (dir == mp || strings.HasPrefix(dir, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= len(best) {
+			best, typ = mp, f[sep+1]
+		}
+	}
+	return typ
+}
+
+// TestIntegrationUsageStorm: every member of a storm of 5,000 children
+// that exec /bin/true gets a Usage, or the missing count says why (an
+// overrun of the taskstats socket); each removal is counted once.
+func TestIntegrationUsageStorm(t *testing.T) {
+	requireConnector(t)
+	const n = 5000
+	sh, open := gatedShell(t, `read x < "$GATE"; i=0; while [ $i -lt `+strconv.Itoa(n)+` ]; do /bin/true & i=$((i+1)); done; wait; read x < "$GATE"`)
+	hub := NewHub(nil)
+	w, err := Attach(sh.Process.Pid, &Config{Hub: hub, Strategy: StrategyConnector, CaptureUsage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sub := w.Subscribe(1 << 16)
+	open()
+	with, without := 0, 0
+	for with+without < n {
+		ev := nextExit(t, sub, "the storm")
+		if ev.Exit.Usage != nil {
+			with++
+		} else {
+			without++
+		}
+	}
+	st := w.Stats()
+	if int(st.UsageMatched) != with || int(st.UsageMissing) != without {
+		t.Errorf("%d exits with usage, %d without; stats say %d matched, %d missing", with, without, st.UsageMatched, st.UsageMissing)
+	}
+	if hs := hub.Stats(); without > 0 && hs.UsageOverruns == 0 && hs.Overruns == 0 {
+		t.Errorf("%d of %d exits have no usage, and neither socket overran (hub %+v)", without, n, hs)
+	}
+	t.Logf("%d of %d exits with usage; hub %+v", with, n, hub.Stats())
 }
