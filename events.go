@@ -45,6 +45,9 @@ type Event struct {
 	// execs.
 	Name    string
 	Cmdline []string
+	// NameFromUsage says Name comes from Exit.Usage.Command (see
+	// ProcessInfo.NameFromUsage).
+	NameFromUsage bool
 	// Depth is the process's generation below the root.
 	Depth int
 	// Exit is set for EventExit.

@@ -49,6 +49,10 @@ type ProcessInfo struct {
 	Parent int `json:"parent"`
 	// Name is the command name (comm, at most 15 bytes for user processes).
 	Name string `json:"name"`
+	// NameFromUsage says Name comes from the kernel's accounting at the
+	// exit (Usage.Command): the name the process took at its last exec
+	// was lost, because it exited before /proc could be read.
+	NameFromUsage bool `json:"name_from_usage,omitempty"`
 	// Cmdline is the command line, when Config.CaptureCmdline is set.
 	Cmdline []string `json:"cmdline,omitempty"`
 	// CmdlineTruncated says Cmdline was cut at Config.CmdlineMaxChars.
@@ -162,6 +166,12 @@ type Usage struct {
 	// Threads is the number of threads accounted (1 for a process that
 	// never had a second one; 0 from wait4, which does not say).
 	Threads int `json:"threads,omitempty"`
+	// Command is the command name the kernel accounted at the exit
+	// (taskstats' ac_comm, at most 15 bytes; empty from wait4). When the
+	// name a process took at its last exec was lost (it exited before
+	// /proc could be read), ProcessInfo.Name and Event.Name are filled
+	// from it, with NameFromUsage set; the command line stays empty.
+	Command string `json:"command,omitempty"`
 	// Source is UsageTaskstats or UsageWait4.
 	Source string `json:"source"`
 }

@@ -203,7 +203,7 @@ func usageOf(u *taskstats.Usage) *Usage {
 		PeakRSS: u.PeakRSS, ReadBytes: u.ReadBytes, WriteBytes: u.WriteBytes,
 		VoluntarySwitches: u.VoluntarySwitches, InvoluntarySwitches: u.InvoluntarySwitches,
 		CPUDelay: u.CPUDelay, BlkioDelay: u.BlkioDelay, SwapinDelay: u.SwapinDelay,
-		Threads: u.Threads, Source: UsageTaskstats,
+		Threads: u.Threads, Command: u.CommString(), Source: UsageTaskstats,
 	}
 }
 
@@ -228,7 +228,12 @@ func (wr *writer) annotate(w *Watcher, chs []tracker.Change) {
 		}
 		if ok {
 			c.Exit.Data = u
-			w.tr.Annotate(c.Proc.ID, u)
+			// A process that exec'd and exited before /proc was read has
+			// no name: the kernel's accounting has it.
+			if c.Kind == tracker.Removed && c.Proc.Name == "" && u.Command != "" {
+				c.Proc.Name, c.Proc.NamedAtExit = u.Command, true
+			}
+			w.tr.Annotate(c.Proc.ID, u, u.Command)
 		}
 		if c.Kind == tracker.Removed {
 			if ok {

@@ -174,15 +174,22 @@ func TestIntegrationUsageStorm(t *testing.T) {
 	defer w.Close()
 	sub := w.Subscribe(1 << 16)
 	open()
-	with, without := 0, 0
+	with, without, named := 0, 0, 0
 	for with+without < n {
 		ev := nextExit(t, sub, "the storm")
 		if ev.Exit.Usage != nil {
 			with++
+			if ev.Name == "" {
+				t.Errorf("exit %+v has usage (command %q) but no name", ev.Process, ev.Exit.Usage.Command)
+			}
 		} else {
 			without++
 		}
+		if ev.NameFromUsage {
+			named++
+		}
 	}
+	t.Logf("%d exits named from their usage (their exec's name was lost)", named)
 	st := w.Stats()
 	if int(st.UsageMatched) != with || int(st.UsageMissing) != without {
 		t.Errorf("%d exits with usage, %d without; stats say %d matched, %d missing", with, without, st.UsageMatched, st.UsageMissing)

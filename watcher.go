@@ -545,7 +545,7 @@ func (w *Watcher) publishLocked(chs []tracker.Change) {
 		info := w.info(&c.Proc)
 		// In polling mode every change is a scan's finding.
 		ev := Event{Time: c.At, KernelTime: c.Kernel, Process: info.Identity, PPID: info.PPID, Name: info.Name,
-			Cmdline: info.Cmdline, Depth: info.Depth, Synthetic: c.Repair || w.mode == ModePoll}
+			NameFromUsage: info.NameFromUsage, Cmdline: info.Cmdline, Depth: info.Depth, Synthetic: c.Repair || w.mode == ModePoll}
 		switch c.Kind {
 		case tracker.Added:
 			ev.Type = EventFork
@@ -596,6 +596,7 @@ func (w *Watcher) info(p *tracker.Proc) ProcessInfo {
 		PPID:             p.PPID,
 		Parent:           p.Parent,
 		Name:             p.Name,
+		NameFromUsage:    p.NamedAtExit,
 		Cmdline:          p.Cmdline,
 		CmdlineTruncated: p.CmdlineTruncated,
 		Depth:            p.Depth,

@@ -250,24 +250,32 @@ func (t *Tracker) clearLeader(p *Proc) {
 // upgrade gives a member removed without the kernel's word (a scan found
 // it gone, or its threads' exits were inferred) the kernel's exit status.
 // Annotate sets Data on the exit of id wherever the tracker keeps it: in
-// the pending exits and tombstones, and in the tombstone record. Changes
-// already drained are the caller's to update. It reports whether id's
-// exit was found.
-func (t *Tracker) Annotate(id Identity, data any) bool {
+// the pending exits and tombstones, and in the tombstone record; name, if
+// not empty, becomes the name of a tombstone that has none (NamedAtExit).
+// Changes already drained are the caller's to update. It reports whether
+// id's exit was found.
+func (t *Tracker) Annotate(id Identity, data any, name string) bool {
 	found := false
 	for i := range t.pending.Exits {
 		if t.pending.Exits[i].ID == id {
 			t.pending.Exits[i].Data, found = data, true
 		}
 	}
+	name1 := func(p *Proc) {
+		if p.Name == "" && name != "" {
+			p.Name, p.NamedAtExit = name, true
+		}
+	}
 	for i := range t.pending.Tombstones {
-		if t.pending.Tombstones[i].Proc.ID == id {
-			t.pending.Tombstones[i].Exit.Data, found = data, true
+		if ts := &t.pending.Tombstones[i]; ts.Proc.ID == id {
+			ts.Exit.Data, found = data, true
+			name1(&ts.Proc)
 		}
 	}
 	for i := range t.tombstones {
-		if t.tombstones[i].Proc.ID == id {
-			t.tombstones[i].Exit.Data, found = data, true
+		if ts := &t.tombstones[i]; ts.Proc.ID == id {
+			ts.Exit.Data, found = data, true
+			name1(&ts.Proc)
 		}
 	}
 	return found

@@ -28,6 +28,9 @@ type Proc struct {
 	Depth int
 	// Name is the command name (comm) as last observed.
 	Name string
+	// NamedAtExit says Name was given at the exit (Annotate), the one
+	// learnt at the last exec having been lost.
+	NamedAtExit bool
 	// Cmdline is the command line as last captured, or nil.
 	Cmdline []string
 	// CmdlineTruncated says Cmdline was cut to a size limit.
