@@ -155,7 +155,7 @@ func TestIntegrationFilterMembersFoundByScan(t *testing.T) {
 func TestIntegrationFilterFailsOpenAndRecovers(t *testing.T) {
 	requireConnector(t)
 	const kids = 20
-	sh, open := gatedShell(t, fmt.Sprintf(`read x < "$GATE"; i=0; while [ $i -lt %d ]; do sleep 60 & p="$p $!"; i=$((i+1)); done; read x < "$GATE"; kill $p; wait; read x < "$GATE"`, kids))
+	sh, open := gatedShell(t, fmt.Sprintf(`read x < "$GATE"; i=0; while [ $i -lt %d ]; do sleep 3600 & p="$p $!"; i=$((i+1)); done; read x < "$GATE"; kill $p; wait; read x < "$GATE"`, kids))
 	hub := NewHub(&HubConfig{FilterEntries: 4})
 	w, err := Attach(sh.Process.Pid, &Config{Hub: hub, Strategy: StrategyConnector, ReconcileInterval: 50 * time.Millisecond})
 	if err != nil {

@@ -47,7 +47,7 @@ func childrenOf(t *testing.T, pid int) []int {
 // reported, and after the repair the live set must equal /proc's.
 func TestIntegrationOverrunRepaired(t *testing.T) {
 	requireConnector(t)
-	sh := exec.Command("sh", "-c", "read x; for i in $(seq 200); do sleep 30 & done; for i in $(seq 1000); do /bin/true; done; echo done; wait")
+	sh := exec.Command("sh", "-c", "read x; for i in $(seq 200); do sleep 3600 & done; for i in $(seq 1000); do /bin/true; done; echo done; wait")
 	stdin, err := sh.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
