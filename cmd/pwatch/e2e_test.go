@@ -257,7 +257,7 @@ func TestRunTree(t *testing.T) {
 	}
 
 	// The trace: one complete event per process, on the process's track.
-	var doc []traceEvent
+	var doc []decodedTrace
 	if err := json.Unmarshal(readFile(t, trace), &doc); err != nil {
 		t.Fatalf("trace: %v", err)
 	}

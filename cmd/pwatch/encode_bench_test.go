@@ -78,3 +78,19 @@ func BenchmarkHandle(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTraceProcess is the trace's work for one short process (its
+// name and its complete span, two events of the Trace Event Format),
+// for comparison with the JSON Lines encoder: a process brings two
+// kernel events (fork and exit).
+func BenchmarkTraceProcess(b *testing.B) {
+	begin := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	evs := benchEvents()
+	tw := newTraceWriter(io.Discard, begin, 1, 0, "connector")
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		p := &proc{id: watchman.Identity{PID: 1000 + i%50000, StartTicks: 1}, ppid: 4200, depth: 2, name: "cc", cmdline: evs[1].Cmdline,
+			start: begin, exactStart: true, exited: true, end: begin.Add(time.Millisecond), exit: *evs[2].Exit}
+		tw.update(p)
+	}
+}

@@ -53,6 +53,9 @@ func formatEvent(ev *watchman.Event, name string, cmdline []string, depth int, l
 	if ev.Synthetic {
 		b.WriteString(" (found by /proc scan)")
 	}
+	if ev.NameFromUsage {
+		b.WriteString(" (name from the kernel's accounting)")
+	}
 	b.WriteString(" " + commandText(name, cmdline))
 	return escape(b.String())
 }

@@ -187,7 +187,7 @@ func TestTraceLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What a killed pwatch leaves is a trace once "]" is appended.
-	var partial []traceEvent
+	var partial []decodedTrace
 	if err := json.Unmarshal(append(bytes.Clone(b.Bytes()), ']'), &partial); err != nil {
 		t.Fatalf("flushed trace plus ] does not parse: %v\n%s", err, b.Bytes())
 	}
@@ -197,7 +197,7 @@ func TestTraceLayout(t *testing.T) {
 	}
 	golden(t, "trace.golden", b.Bytes())
 
-	var back []traceEvent
+	var back []decodedTrace
 	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/process-watchman/watchman"
@@ -51,6 +54,9 @@ func appendEventLine(b []byte, l *eventLine) []byte {
 	}
 	if l.Upgrade {
 		b = appendBoolField(b, "upgrade", true)
+	}
+	if l.NameFromUsage {
+		b = appendBoolField(b, "name_from_usage", true)
 	}
 	if l.ExitCode != nil {
 		b = appendIntField(b, "exit_code", int64(*l.ExitCode))
@@ -115,6 +121,10 @@ func appendUsage(b []byte, u *watchman.Usage) []byte {
 	b = appendIntField(b, "swapin_delay_ns", int64(u.SwapinDelay))
 	if u.Threads != 0 {
 		b = appendIntField(b, "threads", int64(u.Threads))
+	}
+	if u.Command != "" {
+		b = append(b, `,"command":`...)
+		b = appendJSONString(b, u.Command)
 	}
 	b = append(b, `,"source":`...)
 	b = appendJSONString(b, u.Source)
@@ -204,4 +214,86 @@ func appendJSONString(b []byte, s string) []byte {
 		start = i
 	}
 	return append(append(b, s[start:]...), '"')
+}
+
+// appendTraceEvent appends ev as encoding/json would marshal it with Args
+// a map (keys sorted), without reflection or allocation. A short
+// process's two trace events (its name and its span, usage included) cost
+// about 24 µs and 75 allocations through maps and encoding/json, and 2.9 µs
+// and 6 allocations this way (BenchmarkTraceProcess, medians of 4-5 on the
+// 2-vCPU VM). TestAppendTraceEvent checks it against encoding/json.
+func appendTraceEvent(b []byte, ev *traceEvent) []byte {
+	b = append(b, `{"name":`...)
+	b = appendJSONString(b, ev.Name)
+	if ev.Cat != "" {
+		b = append(b, `,"cat":`...)
+		b = appendJSONString(b, ev.Cat)
+	}
+	b = append(b, `,"ph":`...)
+	b = appendJSONString(b, ev.Ph)
+	b = appendJSONFloat(append(b, `,"ts":`...), ev.TS)
+	if ev.Dur != nil {
+		b = appendJSONFloat(append(b, `,"dur":`...), *ev.Dur)
+	}
+	b = appendIntField(b, "pid", int64(ev.PID))
+	b = appendIntField(b, "tid", int64(ev.TID))
+	if ev.S != "" {
+		b = append(b, `,"s":`...)
+		b = appendJSONString(b, ev.S)
+	}
+	if len(ev.Args) > 0 {
+		// The keys' order, sorted as indexes: moving the args themselves
+		// (pointers, under write barriers) cost more than the rest.
+		var order [32]uint8
+		sorted := len(ev.Args) > len(order)
+		if sorted {
+			slices.SortFunc(ev.Args, func(x, y traceArg) int { return strings.Compare(x.key, y.key) })
+		} else {
+			for i := range ev.Args {
+				order[i] = uint8(i)
+			}
+			slices.SortFunc(order[:len(ev.Args)], func(x, y uint8) int { return strings.Compare(ev.Args[x].key, ev.Args[y].key) })
+		}
+		b = append(b, `,"args":{`...)
+		for i := range ev.Args {
+			a := &ev.Args[i]
+			if !sorted {
+				a = &ev.Args[order[i]]
+			}
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(appendJSONString(b, a.key), ':')
+			switch a.kind {
+			case 's':
+				b = appendJSONString(b, a.s)
+			case 'i':
+				b = strconv.AppendInt(b, a.i, 10)
+			case 'u':
+				b = strconv.AppendUint(b, a.u, 10)
+			default:
+				b = strconv.AppendBool(b, a.u != 0)
+			}
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// appendJSONFloat appends f as encoding/json writes a float64: the
+// shortest decimal, in exponent form below 1e-6 and from 1e21 on (with
+// e-7, not e-07). f must be finite.
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
 }

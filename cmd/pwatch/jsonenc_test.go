@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,9 +76,9 @@ func TestAppendEventLine(t *testing.T) {
 	for i := range evs {
 		lines = append(lines, newEventLine(&evs[i], evs[i].Name, evs[i].Cmdline, evs[i].Depth, 0))
 	}
-	exitSig := watchman.Event{Type: watchman.EventExit, Time: at, Process: id, Synthetic: true, Upgrade: true,
+	exitSig := watchman.Event{Type: watchman.EventExit, Time: at, Process: id, Synthetic: true, Upgrade: true, NameFromUsage: true,
 		Exit: &watchman.Exit{StatusKnown: true, Code: -1, Signal: 11, CoreDumped: true,
-			Usage: &watchman.Usage{UserCPU: -1, PeakRSS: 1<<64 - 1, Source: "taskstats"}}}
+			Usage: &watchman.Usage{UserCPU: -1, PeakRSS: 1<<64 - 1, Command: "true", Source: "taskstats"}}}
 	lines = append(lines, newEventLine(&exitSig, "", []string{}, 0, -5))
 	p := &proc{id: id, ppid: 1, name: "sh", cmdline: []string{"sh", "\xff"}, exited: true, end: at,
 		exit: watchman.Exit{StatusKnown: true, Code: 7}, rusage: rusage{UserNS: 1, SystemNS: 2, MaxRSSKiB: 3}}
@@ -120,4 +121,83 @@ func FuzzAppendJSONString(f *testing.F) {
 			t.Errorf("%q:\n got %s\nwant %s", s, got, want)
 		}
 	})
+}
+
+// decodedTrace is a trace event as a reader decodes it (and, marshalled
+// by encoding/json, the reference for appendTraceEvent).
+type decodedTrace struct {
+	Name string         `json:"name"`
+	Cat  string         `json:"cat,omitempty"`
+	Ph   string         `json:"ph"`
+	TS   float64        `json:"ts"`
+	Dur  *float64       `json:"dur,omitempty"`
+	PID  int            `json:"pid"`
+	TID  int            `json:"tid"`
+	S    string         `json:"s,omitempty"`
+	Args map[string]any `json:"args,omitempty"`
+}
+
+// TestAppendTraceEvent: appendTraceEvent writes the bytes encoding/json
+// writes for the same event with its args in a map.
+func TestAppendTraceEvent(t *testing.T) {
+	floats := []float64{0, 1, -1, 0.001, 1.5, 123456.789, 1e-6, 9.99e-7, 1e-7, 1.234e-9, 1e20, 1e21, 1.5e25, -2e-8, 1<<53 + 1}
+	var evs []traceEvent
+	for i, f := range floats {
+		s := hostileStrings[i%len(hostileStrings)]
+		dur := floats[len(floats)-1-i]
+		ev := traceEvent{Name: s, Cat: s, Ph: "X", TS: f, Dur: &dur, PID: -i, TID: i << 20, S: s, Args: traceArgs{
+			strArg("cmdline", s), intArg("pid", int64(i)-3), uintArg("start_ticks", 1<<63+uint64(i)), boolArg("alive_at_end", i%2 == 0),
+			strArg(s+"key", "v"), intArg("min", -1<<63),
+		}}
+		evs = append(evs, ev)
+	}
+	var many traceArgs // more args than appendTraceEvent sorts by index
+	for i := range 40 {
+		many = append(many, intArg(strconv.Itoa(i*7919%40), int64(i)))
+	}
+	evs = append(evs, traceEvent{Name: "many", Args: many})
+	evs = append(evs, traceEvent{Name: "pwatch", Ph: "i"}, traceEvent{Args: traceArgs{}}, traceEvent{Name: "m", Ph: "M", Args: traceArgs{strArg("name", "x")}})
+	// And the events of a real trace.
+	begin := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	u := &watchman.Usage{UserCPU: 3, Threads: 2, Source: watchman.UsageTaskstats}
+	p := &proc{id: watchman.Identity{PID: 9, StartTicks: 4}, ppid: 1, depth: 1, name: "a\nb", cmdline: []string{"a", "<&>"},
+		start: begin, started: begin, exited: true, end: begin.Add(time.Millisecond), exit: watchman.Exit{StatusKnown: true, Usage: u}}
+	evs = append(evs, traceEvent{Name: "x", Ph: "X", Args: addUsageArgs(traceArgs{strArg("exit", exitText(&p.exit, " "))}, u)})
+
+	for i := range evs {
+		ref := decodedTrace{Name: evs[i].Name, Cat: evs[i].Cat, Ph: evs[i].Ph, TS: evs[i].TS, Dur: evs[i].Dur,
+			PID: evs[i].PID, TID: evs[i].TID, S: evs[i].S}
+		if len(evs[i].Args) > 0 {
+			ref.Args = map[string]any{}
+			for _, a := range evs[i].Args {
+				switch a.kind {
+				case 's':
+					ref.Args[a.key] = a.s
+				case 'i':
+					ref.Args[a.key] = a.i
+				case 'u':
+					ref.Args[a.key] = a.u
+				default:
+					ref.Args[a.key] = a.u != 0
+				}
+			}
+		}
+		want, err := json.Marshal(&ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendTraceEvent(nil, &evs[i]); !bytes.Equal(got, want) {
+			t.Errorf("event %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+	var b bytes.Buffer
+	tw := newTraceWriter(&b, begin, 1, 0, "poll")
+	tw.update(p)
+	if err := tw.close(&recorder{order: []*proc{p}}, begin.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var back []decodedTrace
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil || len(back) != 4 {
+		t.Fatalf("%v: %s", err, b.Bytes())
+	}
 }

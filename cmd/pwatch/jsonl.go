@@ -38,6 +38,10 @@ type eventLine struct {
 	// Upgrade marks an exit that gives the kernel's status for a process
 	// an earlier synthetic exit line reported (watchman.Event.Upgrade).
 	Upgrade bool `json:"upgrade,omitempty"`
+	// NameFromUsage says comm comes from the kernel's accounting at the
+	// exit (usage.command): the name of the process's last exec was lost,
+	// and its command line is empty (watchman.Event.NameFromUsage).
+	NameFromUsage bool `json:"name_from_usage,omitempty"`
 
 	// Exit events: exit_code for a normal exit, signal for a killing
 	// signal, neither when the status is unknown.
@@ -76,7 +80,7 @@ func newEventLine(ev *watchman.Event, name string, cmdline []string, depth int, 
 	}
 	syn := ev.Synthetic
 	l.PID, l.PPID, l.StartTicks = ev.Process.PID, ev.PPID, ev.Process.StartTicks
-	l.Synthetic, l.Upgrade = &syn, ev.Upgrade
+	l.Synthetic, l.Upgrade, l.NameFromUsage = &syn, ev.Upgrade, ev.NameFromUsage
 	l.setProcess(name, cmdline, depth)
 	if ev.Exit != nil {
 		l.setExit(ev.Exit)

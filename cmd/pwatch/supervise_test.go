@@ -362,7 +362,7 @@ func TestIntegrationKilledPwatch(t *testing.T) {
 			if rootPID == 0 {
 				t.Fatalf("no fork line for COMMAND in:\n%s", b)
 			}
-			var doc []traceEvent
+			var doc []decodedTrace
 			if err := json.Unmarshal(append(readFile(t, trace), ']'), &doc); err != nil {
 				t.Fatalf("the trace plus ] does not parse: %v\n%s", err, readFile(t, trace))
 			}

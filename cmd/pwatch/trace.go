@@ -1,26 +1,54 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/process-watchman/watchman"
 )
 
 // traceEvent is one event of the Chrome Trace Event Format, which Perfetto
-// and chrome://tracing open.
+// and chrome://tracing open. The JSON names are those of the format;
+// appendTraceEvent writes it.
 type traceEvent struct {
-	Name string         `json:"name"`
-	Cat  string         `json:"cat,omitempty"`
-	Ph   string         `json:"ph"`
-	TS   float64        `json:"ts"` // µs since the start of the trace
-	Dur  *float64       `json:"dur,omitempty"`
-	PID  int            `json:"pid"`
-	TID  int            `json:"tid"`
-	S    string         `json:"s,omitempty"`
-	Args map[string]any `json:"args,omitempty"`
+	Name string    `json:"name"`
+	Cat  string    `json:"cat,omitempty"`
+	Ph   string    `json:"ph"`
+	TS   float64   `json:"ts"` // µs since the start of the trace
+	Dur  *float64  `json:"dur,omitempty"`
+	PID  int       `json:"pid"`
+	TID  int       `json:"tid"`
+	S    string    `json:"s,omitempty"`
+	Args traceArgs `json:"args,omitempty"`
+}
+
+// traceArgs are an event's "args" object, written with its keys sorted
+// (as encoding/json writes a map), each key once.
+type traceArgs []traceArg
+
+// traceArg is one argument: a string, a signed or unsigned integer, or a
+// boolean.
+type traceArg struct {
+	key  string
+	kind byte // 's', 'i', 'u' or 'b'
+	s    string
+	i    int64
+	u    uint64
+}
+
+func strArg(k, v string) traceArg       { return traceArg{key: k, kind: 's', s: v} }
+func intArg(k string, v int64) traceArg { return traceArg{key: k, kind: 'i', i: v} }
+func uintArg(k string, v uint64) traceArg {
+	return traceArg{key: k, kind: 'u', u: v}
+}
+func boolArg(k string, v bool) traceArg {
+	a := traceArg{key: k, kind: 'b'}
+	if v {
+		a.u = 1
+	}
+	return a
 }
 
 // traceState is how far the trace has written one process.
@@ -56,8 +84,8 @@ type traceWriter struct {
 
 func newTraceWriter(w io.Writer, begin time.Time, rootPID, rootParent int, mode string) *traceWriter {
 	t := &traceWriter{out: recordWriter{w: w}, begin: begin, groups: map[int]bool{}, rootPID: rootPID, rootParent: rootParent}
-	t.emit(traceEvent{Name: "pwatch", Ph: "i", S: "g", Args: map[string]any{
-		"tool": "pwatch", "root_pid": rootPID, "mode": mode, "start": jsonTime(begin),
+	t.emit(traceEvent{Name: "pwatch", Ph: "i", S: "g", Args: traceArgs{
+		strArg("tool", "pwatch"), intArg("root_pid", int64(rootPID)), strArg("mode", mode), strArg("start", jsonTime(begin)),
 	}})
 	return t
 }
@@ -71,16 +99,13 @@ func (t *traceWriter) emit(ev traceEvent) {
 	if t.out.err != nil {
 		return
 	}
-	b, err := json.Marshal(ev)
-	if err != nil {
-		t.out.err = err
-		return
+	if t.started {
+		t.out.buf = append(t.out.buf, "\n,"...)
+	} else {
+		t.out.buf, t.started = append(t.out.buf, '['), true
 	}
-	sep := "\n,"
-	if !t.started {
-		sep, t.started = "[", true
-	}
-	t.out.add(append([]byte(sep), b...))
+	t.out.buf = appendTraceEvent(t.out.buf, &ev)
+	t.out.flushFull()
 }
 
 // update records what changed of p: it joined, exec'd or ended.
@@ -93,8 +118,7 @@ func (t *traceWriter) update(p *proc) {
 	case p.traced == traceNone:
 		t.span(p, "X", p.end)
 	case p.traced == traceBegun && p.exited:
-		args := map[string]any{"exit": exitText(&p.exit, " ")}
-		addUsageArgs(args, p.exit.Usage)
+		args := addUsageArgs(traceArgs{strArg("exit", exitText(&p.exit, " "))}, p.exit.Usage)
 		t.emit(traceEvent{Name: escape(p.name), Cat: "process", Ph: "E", TS: t.us(t.end(p, p.end)),
 			PID: p.ppid, TID: p.id.PID, Args: args})
 		p.traced = traceDone
@@ -130,18 +154,18 @@ func (t *traceWriter) span(p *proc, ph string, end time.Time) {
 			label = fmt.Sprintf("children of root %d", t.rootPID)
 		}
 		t.emit(traceEvent{Name: "process_name", Ph: "M", PID: p.ppid, TID: p.ppid,
-			Args: map[string]any{"name": escape(label)}})
+			Args: traceArgs{strArg("name", escape(label))}})
 	}
 	t.emit(traceEvent{Name: "thread_name", Ph: "M", PID: p.ppid, TID: p.id.PID,
-		Args: map[string]any{"name": escape(fmt.Sprintf("%s %d", p.name, p.id.PID))}})
-	args := map[string]any{
-		"pid": p.id.PID, "ppid": p.ppid, "start_ticks": p.id.StartTicks,
-		"cmdline": escape(commandText(p.name, p.cmdline)), "depth": p.depth,
-	}
+		Args: traceArgs{strArg("name", escape(p.name+" "+strconv.Itoa(p.id.PID)))}})
+	// Room for every arg a span has: one allocation.
+	args := append(make(traceArgs, 0, 24),
+		intArg("pid", int64(p.id.PID)), intArg("ppid", int64(p.ppid)), uintArg("start_ticks", p.id.StartTicks),
+		strArg("cmdline", escape(commandText(p.name, p.cmdline))), intArg("depth", int64(p.depth)))
 	if !p.exactStart {
-		args["started"] = jsonTime(p.started)
+		args = append(args, strArg("started", jsonTime(p.started)))
 	}
-	ev := traceEvent{Name: escape(p.name), Cat: "process", Ph: ph, TS: t.us(t.start(p)), PID: p.ppid, TID: p.id.PID, Args: args}
+	ev := traceEvent{Name: escape(p.name), Cat: "process", Ph: ph, TS: t.us(t.start(p)), PID: p.ppid, TID: p.id.PID}
 	p.traced = traceBegun
 	if ph == "X" {
 		if p.exited {
@@ -150,38 +174,36 @@ func (t *traceWriter) span(p *proc, ph string, end time.Time) {
 		dur := float64(t.end(p, end).Sub(t.start(p)).Nanoseconds()) / 1e3
 		ev.Dur = &dur
 		if p.exited {
-			args["exit"] = exitText(&p.exit, " ")
-			addUsageArgs(args, p.exit.Usage)
+			args = addUsageArgs(append(args, strArg("exit", exitText(&p.exit, " "))), p.exit.Usage)
 		} else {
-			args["alive_at_end"] = true
+			args = append(args, boolArg("alive_at_end", true))
 		}
 		p.traced = traceDone
 	}
+	ev.Args = args
 	t.emit(ev)
 }
 
 // addUsageArgs adds u's fields to a span's args, under the names of the
 // JSON Lines "usage" object (durations in ns), with "usage_source" for
 // its source; nothing when u is nil.
-func addUsageArgs(args map[string]any, u *watchman.Usage) {
+func addUsageArgs(args traceArgs, u *watchman.Usage) traceArgs {
 	if u == nil {
-		return
+		return args
 	}
-	args["user_cpu_ns"] = int64(u.UserCPU)
-	args["system_cpu_ns"] = int64(u.SystemCPU)
-	args["wall_ns"] = int64(u.Wall)
-	args["peak_rss_bytes"] = u.PeakRSS
-	args["read_bytes"] = u.ReadBytes
-	args["write_bytes"] = u.WriteBytes
-	args["voluntary_switches"] = u.VoluntarySwitches
-	args["involuntary_switches"] = u.InvoluntarySwitches
-	args["cpu_delay_ns"] = int64(u.CPUDelay)
-	args["blkio_delay_ns"] = int64(u.BlkioDelay)
-	args["swapin_delay_ns"] = int64(u.SwapinDelay)
+	args = append(args,
+		intArg("user_cpu_ns", int64(u.UserCPU)), intArg("system_cpu_ns", int64(u.SystemCPU)), intArg("wall_ns", int64(u.Wall)),
+		uintArg("peak_rss_bytes", u.PeakRSS), uintArg("read_bytes", u.ReadBytes), uintArg("write_bytes", u.WriteBytes),
+		uintArg("voluntary_switches", u.VoluntarySwitches), uintArg("involuntary_switches", u.InvoluntarySwitches),
+		intArg("cpu_delay_ns", int64(u.CPUDelay)), intArg("blkio_delay_ns", int64(u.BlkioDelay)),
+		intArg("swapin_delay_ns", int64(u.SwapinDelay)), strArg("usage_source", u.Source))
 	if u.Threads > 0 {
-		args["threads"] = u.Threads
+		args = append(args, intArg("threads", int64(u.Threads)))
 	}
-	args["usage_source"] = u.Source
+	if u.Command != "" {
+		args = append(args, strArg("usage_command", escape(u.Command)))
+	}
+	return args
 }
 
 // dirty says whether anything waits to be written.
@@ -209,7 +231,7 @@ func (t *traceWriter) close(r *recorder, end time.Time) error {
 			t.span(p, "X", end)
 		case p.traced == traceBegun:
 			t.emit(traceEvent{Name: escape(p.name), Cat: "process", Ph: "E", TS: t.us(t.end(p, end)),
-				PID: p.ppid, TID: p.id.PID, Args: map[string]any{"alive_at_end": true}})
+				PID: p.ppid, TID: p.id.PID, Args: traceArgs{boolArg("alive_at_end", true)}})
 			p.traced = traceDone
 		}
 	}

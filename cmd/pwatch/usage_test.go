@@ -197,6 +197,15 @@ func TestReapLineUsage(t *testing.T) {
 	if l := newEventLine(&ev, "sh", nil, 1, 0); l.Usage != nil {
 		t.Errorf("exit line without usage has %+v", l.Usage)
 	}
+	// A name the library took from the kernel's accounting is marked.
+	ev.NameFromUsage, ev.Name = true, "true"
+	ev.Exit.Usage = &watchman.Usage{Command: "true", Source: watchman.UsageTaskstats}
+	if l := newEventLine(&ev, "true", nil, 1, 0); !l.NameFromUsage || l.Usage.Command != "true" {
+		t.Errorf("exit line named from usage: %+v", l)
+	}
+	if s := formatEvent(&ev, "true", nil, 1, 0); !strings.Contains(s, "(name from the kernel's accounting) [true]") {
+		t.Errorf("human line named from usage: %q", s)
+	}
 }
 
 func TestTraceSpanUsage(t *testing.T) {
@@ -220,7 +229,7 @@ func TestTraceSpanUsage(t *testing.T) {
 	if err := tw.close(&recorder{order: []*proc{short, long}}, begin.Add(2*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	var evs []traceEvent
+	var evs []decodedTrace
 	if err := json.Unmarshal(b.Bytes(), &evs); err != nil {
 		t.Fatal(err)
 	}
