@@ -54,7 +54,11 @@ type Config struct {
 	Strategy Strategy
 	// CaptureCmdline reads each member's command line when it joins (and,
 	// in connector mode, when it execs). Zero (false) leaves
-	// ProcessInfo.Cmdline nil and saves one /proc read per process.
+	// ProcessInfo.Cmdline nil and saves one /proc read per process. In
+	// connector mode a read that takes longer than 50 ms (the kernel
+	// reads the arguments from the process's memory, under its memory map
+	// lock) is abandoned, so one stuck process cannot stall the hub: the
+	// member keeps no command line (HubStats.SlowReads).
 	CaptureCmdline bool
 	// CmdlineMaxChars caps the bytes of a captured command line, arguments
 	// and the spaces between them counted; the last argument kept is cut

@@ -64,7 +64,7 @@ type Hub struct {
 	forks, execs, exits, others   atomic.Uint64
 	overruns, lost                atomic.Uint64
 	filterFailOpens, filterErrors atomic.Uint64
-	usageOverruns                 atomic.Uint64
+	usageOverruns, slowReads      atomic.Uint64
 }
 
 // HubStats counts what a Hub received since it was made.
@@ -90,6 +90,10 @@ type HubStats struct {
 	// (Config.CaptureUsage) that found the kernel had dropped records:
 	// those exits get no Usage (WatcherStats.UsageMissing).
 	UsageOverruns uint64
+	// SlowReads counts the command lines left unread because reading
+	// them took longer than 50 ms (the process held its memory map lock:
+	// see Config.CaptureCmdline); the member keeps no command line.
+	SlowReads uint64
 }
 
 // Stats returns the hub's counters.
@@ -98,7 +102,7 @@ func (h *Hub) Stats() HubStats {
 		Forks: h.forks.Load(), Execs: h.execs.Load(), Exits: h.exits.Load(), Other: h.others.Load(),
 		Overruns: h.overruns.Load(), Lost: h.lost.Load(),
 		FilterFailOpens: h.filterFailOpens.Load(), FilterErrors: h.filterErrors.Load(),
-		UsageOverruns: h.usageOverruns.Load(),
+		UsageOverruns: h.usageOverruns.Load(), SlowReads: h.slowReads.Load(),
 	}
 	h.mu.Lock()
 	if h.run != nil {
@@ -120,12 +124,13 @@ func NewHub(cfg *HubConfig) *Hub {
 // hubRun is an open hub: its socket and goroutines, from the first
 // acquire to the last release.
 type hubRun struct {
-	h       *Hub
-	conn    *connector.Conn
-	fs      *reconcile.FS
-	canMark bool          // the socket takes markers (connector.Conn.Mark)
-	filter  *hubFilter    // the kernel tree filter, if any
-	done    chan struct{} // closed when the writer has exited
+	h        *Hub
+	conn     *connector.Conn
+	fs       *reconcile.FS
+	canMark  bool          // the socket takes markers (connector.Conn.Mark)
+	filter   *hubFilter    // the kernel tree filter, if any
+	cmdlines timedCmdline  // reads command lines for the writer
+	done     chan struct{} // closed when the writer has exited
 
 	// qmu guards the work queued for the writer.
 	qmu   sync.Mutex
@@ -158,7 +163,8 @@ func (h *Hub) acquire() (*hubRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &hubRun{h: h, conn: conn, fs: fs, canMark: conn.CanMark(), filter: openFilter(conn, h), done: make(chan struct{})}
+	r := &hubRun{h: h, conn: conn, fs: fs, canMark: conn.CanMark(), filter: openFilter(conn, h),
+		cmdlines: timedCmdline{fs: fs, slow: &h.slowReads}, done: make(chan struct{})}
 	r.rep = newRepairer(r)
 	wr := newWriter(r)
 	go wr.run()
@@ -590,7 +596,7 @@ func (wr *writer) onExec(ev *connector.Event, clk *clocks) {
 	read := -1
 	for _, w := range wr.ws {
 		if m := w.cmdlineMax(); m != read {
-			o, read = observe(wr.scanner, wr.r.fs, pid, true, m), m
+			o, read = observe(wr.scanner, wr.r.cmdlines, pid, true, m), m
 		}
 		wr.apply(w, func(tr *tracker.Tracker) { tr.Exec(pid, &o, at, time.Duration(ev.Timestamp)) })
 	}

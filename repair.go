@@ -15,7 +15,7 @@ import (
 // command name, and with cmdMax > 0 its command line (up to cmdMax bytes;
 // fs must then be set). Only ENOENT/ESRCH or a zombie state mean gone;
 // another error gives SeenUnknown with the error.
-func observe(s *reconcile.Scanner, fs *reconcile.FS, pid int, comm bool, cmdMax int) tracker.Observation {
+func observe(s *reconcile.Scanner, fs cmdliner, pid int, comm bool, cmdMax int) tracker.Observation {
 	o := tracker.Observation{PID: pid, At: time.Now()}
 	e, c, ok, err := s.Lookup(pid)
 	switch {
@@ -50,7 +50,7 @@ func observe(s *reconcile.Scanner, fs *reconcile.FS, pid int, comm bool, cmdMax 
 // without one), so an empty command line of a live process is read again,
 // a few times, a millisecond apart. Kernel threads and zombies, whose
 // command lines stay empty, are never members.
-func observeSettled(s *reconcile.Scanner, fs *reconcile.FS, pid int, comm bool, cmdMax int) tracker.Observation {
+func observeSettled(s *reconcile.Scanner, fs cmdliner, pid int, comm bool, cmdMax int) tracker.Observation {
 	o := observe(s, fs, pid, comm, cmdMax)
 	for try := 0; try < 3 && o.Seen == tracker.SeenAlive && o.HasCmdline && len(o.Cmdline) == 0; try++ {
 		time.Sleep(time.Millisecond)
@@ -182,7 +182,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 	if m := w.cmdlineMax(); m > 0 {
 		for i := range chs {
 			if c := &chs[i]; c.Kind == tracker.Added {
-				o := observeSettled(w.readerFor(), w.fs, c.Proc.ID.PID, false, m)
+				o := observeSettled(w.readerFor(), w.cmdlines(), c.Proc.ID.PID, false, m)
 				if o.Is(c.Proc.ID, c.Proc.Approx) && o.HasCmdline {
 					c.Proc.Cmdline, c.Proc.CmdlineTruncated = o.Cmdline, o.CmdlineTruncated
 					obs[c.Proc.ID] = &o
@@ -191,7 +191,7 @@ func (w *Watcher) applyScan(hs *hostScan, repair bool, epochAt func(*tracker.Tra
 		}
 	}
 	for _, id := range renamed {
-		o := observeSettled(w.readerFor(), w.fs, id.PID, true, w.cmdlineMax())
+		o := observeSettled(w.readerFor(), w.cmdlines(), id.PID, true, w.cmdlineMax())
 		obs[id] = &o
 	}
 
@@ -244,6 +244,15 @@ func (w *Watcher) withHidden(hs *hostScan) []tracker.Entry {
 	w.stats.Unreadable = hidden
 	w.mu.Unlock()
 	return entries
+}
+
+// cmdlines returns what reads command lines for w: in connector mode the
+// hub's, which never blocks its writer for long (timedCmdline).
+func (w *Watcher) cmdlines() cmdliner {
+	if w.run != nil {
+		return w.run.cmdlines
+	}
+	return w.fs
 }
 
 // readerFor returns a scanner for reads made while applying a scan: the
