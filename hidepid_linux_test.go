@@ -36,6 +36,11 @@ const (
 	// envHidePIDExe is a copy of the test binary that uid 65534 may run
 	// (go test builds into a directory only root may enter).
 	envHidePIDExe = "PWATCH_TEST_HIDEPID_EXE"
+	// envHidePIDXOnly is a copy of cat that uid 65534 may execute but not
+	// read: a process that runs it is not dumpable (the kernel will not
+	// let its memory be read, so neither its /proc entry under hidepid),
+	// hidden from birth though of uid 65534.
+	envHidePIDXOnly = "PWATCH_TEST_HIDEPID_XONLY"
 	// envHidePIDMember marks a member process: see hidePIDMember.
 	envHidePIDMember = "PWATCH_TEST_HIDEPID_MEMBER"
 )
@@ -78,10 +83,18 @@ func TestIntegrationHidePIDWatcher(t *testing.T) {
 	if err := copyFile(exe, copyExe, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	xonly := filepath.Join(dir, "cat-xonly")
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(cat, xonly, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	for _, opt := range []string{"hidepid=1", "hidepid=2", "hidepid=4"} {
 		t.Run(opt, func(t *testing.T) {
 			c := exec.Command(exe, "-test.run=^TestIntegrationHidePIDWatcher$", "-test.v", "-test.count=1", "-test.timeout=5m")
-			c.Env = append(os.Environ(), envHidePIDMode+"="+opt, envHidePIDExe+"="+copyExe)
+			c.Env = append(os.Environ(), envHidePIDMode+"="+opt, envHidePIDExe+"="+copyExe, envHidePIDXOnly+"="+xonly)
 			c.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 			out, err := c.CombinedOutput()
 			if errors.Is(err, syscall.EPERM) {
@@ -121,7 +134,8 @@ func copyFile(src, dst string, perm os.FileMode) error {
 // processes of its own uid and readable again (PR_SET_DUMPABLE 0 and 1:
 // hidepid and ptrace_may_access refuse a process that is not dumpable to
 // a reader without CAP_SYS_PTRACE), each answered "ok"; "fork" starts a
-// child (cat) and answers its PID. At the end of stdin it ends its
+// child (cat) and answers its PID, "forkhidden" too, running the
+// execute-only cat (envHidePIDXOnly): a child hidden from birth. At the end of stdin it ends its
 // children (their stdin closes) and exits.
 func hidePIDMember(t *testing.T) {
 	var kids []*exec.Cmd
@@ -145,8 +159,11 @@ func hidePIDMember(t *testing.T) {
 			if err := unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(v), 0, 0, 0); err != nil {
 				reply = "error " + err.Error()
 			}
-		case "fork":
+		case "fork", "forkhidden":
 			c := exec.Command("cat")
+			if sc.Text() == "forkhidden" {
+				c = exec.Command(os.Getenv(envHidePIDXOnly))
+			}
 			in, err := c.StdinPipe()
 			if err == nil {
 				err = c.Start()
@@ -212,10 +229,15 @@ func (m *hpMember) do(t *testing.T, cmd string) string {
 	return ""
 }
 
-// fork has the member start a child and returns its PID.
-func (m *hpMember) fork(t *testing.T) int {
+// fork has the member start a child ("fork", or "forkhidden") and
+// returns its PID.
+func (m *hpMember) fork(t *testing.T, how ...string) int {
 	t.Helper()
-	pid, err := strconv.Atoi(m.do(t, "fork"))
+	cmd := "fork"
+	if len(how) > 0 {
+		cmd = how[0]
+	}
+	pid, err := strconv.Atoi(m.do(t, cmd))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,6 +363,7 @@ func hidePIDNamespace(t *testing.T, opt string) {
 			t.Run("member hidden and shown", func(t *testing.T) { hpMemberHidden(t, cfg()) })
 			t.Run("hidden member through full scans", func(t *testing.T) { hpFullScans(t, cfg()) })
 			t.Run("member of another uid", func(t *testing.T) { hpOtherUID(t, cfg(), other.Process.Pid) })
+			t.Run("child hidden from birth", func(t *testing.T) { hpHiddenChild(t, cfg()) })
 			t.Run("mode reason", func(t *testing.T) { hpModeReason(t, cfg(), opt) })
 		})
 	}
@@ -488,4 +511,32 @@ func hpModeReason(t *testing.T, cfg *Config, opt string) {
 	if r := w.ModeReason(); !strings.Contains(r, "hidepid") {
 		t.Errorf("ModeReason %q does not say that /proc is mounted with %s", r, opt)
 	}
+}
+
+// hpHiddenChild: a member forks, after Attach, a child that is hidden from
+// birth (it runs an execute-only binary). It must be a member or be
+// counted in Stats().Unreadable, never dropped without a word; when it
+// exits it is neither.
+func hpHiddenChild(t *testing.T, cfg *Config) {
+	w := mustAttach(t, os.Getpid(), cfg)
+	m := startHPMember(t)
+	hpEventually(t, "the member to join", func() bool { return slices.Contains(hpLook(t, w), m.pid()) })
+	base := w.Stats().Unreadable
+	kid := m.fork(t, "forkhidden")
+	if _, err := Attach(kid, cfg); !errors.Is(err, ErrUnreadable) {
+		t.Fatalf("Attach(the child running an execute-only binary) = %v, want ErrUnreadable: it is not hidden", err)
+	}
+	// In connector mode the check hpLook runs is applied after the events
+	// queued before it: the child's fork event among them.
+	live := hpLook(t, w)
+	if st := w.Stats(); !slices.Contains(live, kid) && st.Unreadable <= base {
+		t.Errorf("child %d hidden from birth is neither a member (live %v) nor counted unreadable (Stats %+v, %d before)", kid, live, st, base)
+	} else {
+		t.Logf("child %d hidden from birth: live %v, unreadable %d (%d before)", kid, live, st.Unreadable, base)
+	}
+	m.end()
+	hpEventually(t, "the hidden child's exit", func() bool {
+		live := hpLook(t, w)
+		return !slices.Contains(live, kid) && !slices.Contains(live, m.pid())
+	})
 }
