@@ -33,6 +33,15 @@ type HubConfig struct {
 	// filter passes everything until a repair frees room
 	// (HubStats.FilterFailOpen).
 	FilterEntries int
+	// Nice, when not zero, runs the hub's two goroutines (the writer,
+	// which applies events, and the repairer, which reads /proc after an
+	// overrun) on OS threads of their own at this nice value (-20 to 19;
+	// setpriority on each thread). A negative value needs CAP_SYS_NICE: a
+	// busy host that starves the hub (a fork storm in the watched tree
+	// competes for the same CPUs) then delays its repairs less. Where it
+	// cannot be set, HubStats.NiceError says why and the hub runs at the
+	// process's priority.
+	Nice int
 	// Dial opens the connector; nil means connector.Dial. Tests pass a
 	// fake kernel's (connectortest.Kernel.Dial).
 	Dial func(*connector.Config) (*connector.Conn, error)
@@ -65,6 +74,7 @@ type Hub struct {
 	overruns, lost                atomic.Uint64
 	filterFailOpens, filterErrors atomic.Uint64
 	usageOverruns, slowReads      atomic.Uint64
+	niceErr                       atomic.Pointer[string]
 }
 
 // HubStats counts what a Hub received since it was made.
@@ -94,6 +104,9 @@ type HubStats struct {
 	// them took longer than 50 ms (the process held its memory map lock:
 	// see Config.CaptureCmdline); the member keeps no command line.
 	SlowReads uint64
+	// NiceError says why HubConfig.Nice could not be applied ("" when it
+	// was, or was not asked).
+	NiceError string
 }
 
 // Stats returns the hub's counters.
@@ -103,6 +116,9 @@ func (h *Hub) Stats() HubStats {
 		Overruns: h.overruns.Load(), Lost: h.lost.Load(),
 		FilterFailOpens: h.filterFailOpens.Load(), FilterErrors: h.filterErrors.Load(),
 		UsageOverruns: h.usageOverruns.Load(), SlowReads: h.slowReads.Load(),
+	}
+	if e := h.niceErr.Load(); e != nil {
+		st.NiceError = *e
 	}
 	h.mu.Lock()
 	if h.run != nil {
@@ -314,6 +330,7 @@ func newWriter(r *hubRun) *writer {
 
 func (wr *writer) run() {
 	defer close(wr.r.done)
+	wr.h.setNice()
 	defer func() {
 		if wr.usage != nil {
 			wr.usage.close()
@@ -681,3 +698,4 @@ func (wr *writer) overrun(dropped uint64) {
 	}
 	wr.r.rep.kick()
 }
+
