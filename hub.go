@@ -698,4 +698,3 @@ func (wr *writer) overrun(dropped uint64) {
 	}
 	wr.r.rep.kick()
 }
-
