@@ -48,6 +48,7 @@ type options struct {
 	python   string        // the interpreter with psutil (section 7)
 	hosts    string        // host sizes of section 7
 	commit   string        // the commit measured, for the header
+	sched    string        // how the run was scheduled (bench.sh: its autogroup and nice), for the header
 }
 
 // suite is one run of the benchmark suite.
@@ -81,6 +82,7 @@ func main() {
 	flag.StringVar(&o.python, "python", "/usr/bin/python3", "the Python with psutil (Debian's python3-psutil) for section 7")
 	flag.StringVar(&o.hosts, "hosts", "1000,5000,20000", "host sizes (processes) of section 7")
 	flag.StringVar(&o.commit, "commit", "", "the commit measured (printed in the header)")
+	flag.StringVar(&o.sched, "sched", "", "how the run was scheduled (printed in the header)")
 	flag.Parse()
 	if o.quick {
 		o.idle = min(o.idle, 5*time.Second)
@@ -176,6 +178,9 @@ func (bs *suite) run() int {
 	fmt.Printf("machine: %s\n", m.String())
 	if bs.opt.commit != "" {
 		fmt.Printf("code: commit %s\n", bs.opt.commit)
+	}
+	if bs.opt.sched != "" {
+		fmt.Printf("scheduling: %s\n", bs.opt.sched)
 	}
 	fmt.Printf("load average at start %s, at end %s; suite wall time %v\n", m.Load, end.Load, time.Since(start).Round(time.Second))
 	if bs.opt.quick {
