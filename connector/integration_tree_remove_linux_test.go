@@ -1,8 +1,11 @@
 package connector_test
 
 import (
+	"io"
+	"os/exec"
 	"testing"
 
+	"github.com/process-watchman/watchman/connector"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,5 +42,37 @@ func TestIntegrationTreeFilterRemoveOlder(t *testing.T) {
 	}
 	if ok, err := f.RemoveOlder(100003, monoNow(t)); err != nil || ok {
 		t.Errorf("RemoveOlder of a missing entry = %v, %v; want false, nil", ok, err)
+	}
+}
+
+// TestIntegrationTreeFilterReuseOfMemberPID: a member's exit was lost and
+// its PID left in the map; when a stranger forks a process that gets that
+// PID, the fork passes (user space must learn that the member is gone)
+// but the child is not inserted, and its later events are those of a PID
+// still in the map only until user space removes it.
+func TestIntegrationTreeFilterReuseOfMemberPID(t *testing.T) {
+	requirePrivileged(t)
+	c, f := attachTree(t, 1024)
+	m := startGated(t, exec.Command("/bin/sh", "-c", "echo ready; read x"))
+	pid := m.pid
+	mustAdd(t, f, pid)
+	_, _ = io.WriteString(m.stdin, "go\n")
+	_ = m.cmd.Wait()
+	barrierExit(t, c, 1, pid)
+	// The entry stays: as if the member's exit event had been lost.
+	before := monoNow(t)
+	reused := reusePID(t, pid, "/bin/true")
+	evs := barrier(t, c, 2)
+	forks := 0
+	for _, ev := range eventsOf(evs, reused) {
+		if ev.What == connector.WhatFork && int(ev.PID) == reused {
+			forks++
+		}
+	}
+	if forks != 1 {
+		t.Errorf("the stranger's fork of pid %d, a member's, passed %d times; want once (events %+v)", reused, forks, eventsOf(evs, reused))
+	}
+	if removed, err := f.RemoveOlder(uint32(pid), before); err != nil || !removed {
+		t.Errorf("the old member's entry was replaced (RemoveOlder = %v, %v): the stranger's child was inserted", removed, err)
 	}
 }

@@ -15,6 +15,9 @@ import (
 //   - a fork whose parent TGID is a member; for a new process (child pid
 //     equal to child tgid) it also inserts the child into the map, so a
 //     tree grows by itself in the kernel;
+//   - a non-member's fork of a new process whose PID is in the map (a
+//     member's exit was lost and its PID reused: user space must learn of
+//     it); the child is not inserted;
 //   - a thread creation (child pid != child tgid) whose TGID is a member
 //     (for a thread the kernel reports the process's parent as the
 //     parent, so the TGID is what tells);

@@ -84,7 +84,7 @@ func treeProgram(members, failOpen *ebpf.Map) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, int32(bufSlot(offTGID))),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, drop),
+		asm.JEq.Imm(asm.R0, 0, "reused"),
 		asm.FnKtimeGetNs.Call(),
 		asm.StoreMem(asm.RFP, stackValue, asm.R0, asm.DWord),
 		asm.LoadMapPtr(asm.R1, members.FD()),
@@ -106,6 +106,10 @@ func treeProgram(members, failOpen *ebpf.Map) asm.Instructions {
 		asm.Ja.Label(pass),
 	)
 	insns = append(insns, memberCheck("thread", bufSlot(offChildTGID))...)
+	// A stranger's new process whose PID is a member's: the member's exit
+	// was lost (an overrun) and its PID reused; it passes, so that user
+	// space learns of the reuse, and is not inserted.
+	insns = append(insns, memberCheck("reused", bufSlot(offChildTGID))...)
 	insns = append(insns,
 		// Not a member's: drop, unless the program failed open.
 		asm.StoreImm(asm.RFP, stackKey0, 0, asm.Word).WithSymbol(drop),
