@@ -75,7 +75,7 @@ func TestIntegrationRunInNamespaces(t *testing.T) {
 			// COMMAND exits 7 and leaves a subshell behind that exits 3:
 			// pwatch is the namespace's init, and --wait reaps it, however
 			// short-lived, whatever the polls saw.
-			c := inContainer(t, u.uid, `exec "$0" run --wait --events "$1" -- sh -c '(sleep 0.2; exit 3) & exit 7'`, binPath, events)
+			c := inContainer(t, u.uid, `exec "$0" run --wait --events "$1" -- sh -c '(sleep 1; exit 3) & exit 7'`, binPath, events)
 			var stderr syncBuffer
 			c.Stderr = &stderr
 			if err := c.Start(); err != nil {
