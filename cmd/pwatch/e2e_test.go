@@ -497,7 +497,8 @@ func TestWatchJSONAndMetrics(t *testing.T) {
 		`pwatch_exits_total{outcome="failure"}`, `pwatch_exits_total{outcome="signal"}`,
 		`pwatch_live_processes `, `pwatch_overruns_total 0`, `pwatch_reconcile_repairs_total`,
 		`pwatch_reconcile_seconds_total`, `pwatch_last_reconcile_seconds`, `pwatch_reconciles_total`,
-		`pwatch_mode_info{mode=`,
+		`pwatch_mode_info{mode=`, `pwatch_exit_cpu_seconds_bucket{source="taskstats",le="0.001"}`,
+		`pwatch_exit_peak_rss_bytes_count{source="wait4"}`, `pwatch_usage_matched_total`, `pwatch_usage_missing_total`,
 	} {
 		if !bytes.Contains(body, []byte(series)) {
 			t.Errorf("metrics lack %s:\n%s", series, body)
