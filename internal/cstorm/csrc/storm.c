@@ -15,8 +15,8 @@
  *   storm hold N
  *     Forks N-1 children that sleep (pause), so that it and they make a
  *     tree of N processes; writes "ready" to stdout once all are there,
- *     then waits for EOF on stdin, kills and reaps its children one by
- *     one, and exits (if it is killed first, they die with it:
+ *     then waits for EOF on stdin, kills and reaps its children a hundred
+ *     at a time, and exits (if it is killed first, they die with it:
  *     PR_SET_PDEATHSIG). Used both as the watched tree and as idle filler
  *     of the host.
  */
@@ -74,15 +74,18 @@ static int hold(long n)
 	while (read(0, buf, sizeof buf) > 0 || errno == EINTR)
 		errno = 0;
 	/*
-	 * One child at a time, killed and reaped, so that the end of 20,000
-	 * processes does not make them all runnable at once (a load average
-	 * in the thousands for minutes), and so that they are gone when the
-	 * root is.
+	 * A hundred children at a time, killed then reaped, so that the end
+	 * of 20,000 processes does not make them all runnable at once (a
+	 * load average in the thousands for minutes), and so that they are
+	 * gone when the root is.
 	 */
-	for (long i = 1; i < n; i++) {
-		kill(kids[i], SIGKILL);
-		while (waitpid(kids[i], NULL, 0) < 0 && errno == EINTR)
-			;
+	for (long i = 1; i < n; i += 100) {
+		long end = i + 100 < n ? i + 100 : n;
+		for (long j = i; j < end; j++)
+			kill(kids[j], SIGKILL);
+		for (long j = i; j < end; j++)
+			while (waitpid(kids[j], NULL, 0) < 0 && errno == EINTR)
+				;
 	}
 	return 0;
 }
