@@ -61,17 +61,20 @@ func (t *table) print(w io.Writer) {
 	}
 }
 
-// load1 is the 1-minute load average.
+// load1 is the 1-minute load average, and the tasks runnable at this
+// instant (/proc/loadavg's fourth field, before the slash): the average
+// lags a change by minutes.
 func load1() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return "?"
 	}
 	f := strings.Fields(string(b))
-	if len(f) == 0 {
+	if len(f) < 4 {
 		return "?"
 	}
-	return f[0]
+	running, _, _ := strings.Cut(f[3], "/")
+	return f[0] + " (" + running + " run)"
 }
 
 func verdict(ok bool) string {
