@@ -103,7 +103,7 @@ func exitEv(tid, tgid int, status uint32) connector.Event {
 // deadline only bounds a broken run.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // at load 200 a 20-child shell took over 10 s
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

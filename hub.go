@@ -48,9 +48,13 @@ type HubConfig struct {
 }
 
 // DefaultFilterEntries is the default HubConfig.FilterEntries: room for
-// the members of every tree on a hub (an entry costs the kernel about
-// 64 bytes).
-const DefaultFilterEntries = 65536
+// the members of every tree on a hub. The kernel allocates the whole map
+// when the hub opens (an entry costs about 64 bytes), and that takes time
+// in proportion: on the 2-vCPU VM under load, 1,024 entries took 1-19 ms,
+// 16,384 took 53-126 ms and 65,536 took 150-240 ms, on every Attach that
+// opens a hub. Trees that need more than half of it keep the filter open
+// (HubStats.FilterOpen): raise it for them.
+const DefaultFilterEntries = 8192
 
 // Hub owns one proc connector socket and one goroutine, its writer, which
 // receives the kernel's events and applies them, and the repairs that
