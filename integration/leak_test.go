@@ -11,34 +11,41 @@ import (
 
 // TestIntegrationAttachCloseCycles attaches and closes 1,000 times with the
 // real connector, on private hubs and on a shared one (two watchers per
-// cycle, so its socket opens and closes each time), with a subscription
-// and a Poll each: descriptors and goroutines come back to where they
-// were. (TestMain's goleak check covers the goroutines once more.)
+// cycle, so its socket opens and closes each time), and in polling mode
+// (each Watcher holds the root's pidfd, and one of the two per cycle
+// polls in the background), with a subscription and a Poll each:
+// descriptors and goroutines come back to where they were. (TestMain's
+// goleak check covers the goroutines once more.)
 func TestIntegrationAttachCloseCycles(t *testing.T) {
-	requireConnector(t)
 	root := exec.Command("sleep", "1000")
 	if err := root.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { root.Process.Kill(); root.Wait() })
 	const cycles = 1000
-	for _, shared := range []bool{false, true} {
-		name := "private"
-		if shared {
-			name = "shared"
-		}
+	for _, name := range []string{"private", "shared", "poll"} {
+		shared, poll := name == "shared", name == "poll"
 		t.Run(name, func(t *testing.T) {
+			if !poll {
+				requireConnector(t)
+			}
 			hub := watchman.NewHub(nil)
 			cycle := func() {
 				n := 1
-				if shared {
+				if shared || poll {
 					n = 2
 				}
 				var ws []*watchman.Watcher
-				for range n {
+				for i := range n {
 					cfg := &watchman.Config{Strategy: watchman.StrategyConnector}
 					if shared {
 						cfg.Hub = hub
+					}
+					if poll {
+						cfg = &watchman.Config{Strategy: watchman.StrategyPoll}
+						if i == 1 {
+							cfg.ReconcileInterval = 10 * time.Millisecond
+						}
 					}
 					w, err := watchman.Attach(root.Process.Pid, cfg)
 					if err != nil {
@@ -69,7 +76,7 @@ func TestIntegrationAttachCloseCycles(t *testing.T) {
 			if !eventually(5*time.Second, func() bool { g = runtime.NumGoroutine(); return g <= gs }) {
 				t.Errorf("%d goroutines before %d Attach/Close cycles, %d after", gs, cycles, g)
 			}
-			t.Logf("%s hub: %d cycles, descriptors %d before and %d after, goroutines %d and %d", name, cycles, fds, after, gs, g)
+			t.Logf("%s: %d cycles, descriptors %d before and %d after, goroutines %d and %d", name, cycles, fds, after, gs, g)
 		})
 	}
 }

@@ -18,6 +18,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envWatchProc) != "" {
 		os.Exit(watchProcMain()) // a watcher process of its own
 	}
+	if os.Getenv(envThreadHolder) != "" {
+		os.Exit(threadHolderMain()) // a child with threads, of a held root
+	}
+	if os.Getenv(envHeldRoot) != "" {
+		os.Exit(heldRootMain()) // a root whose descendants live until released
+	}
 	if os.Getenv(envForker) != "" {
 		os.Exit(forkerMain()) // a root that forks on request
 	}

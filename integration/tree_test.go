@@ -24,13 +24,22 @@ type observed struct {
 
 // watchWorkload attaches to a held workload root, runs it, and collects
 // what the watcher saw until the workload is over and every exit is in.
+// The strategy is cfg's, connector mode if it is not set.
 func watchWorkload(t *testing.T, spec workload.Spec, cfg watchman.Config) (*workload.Result, *observed) {
 	t.Helper()
+	if spec.Timeout == 0 {
+		// A bound for a broken run, not a measure: under -race on a
+		// machine loaded by other storms, a storm of 1,000 can take
+		// more than the default minute.
+		spec.Timeout = 10 * time.Minute
+	}
 	p, err := workload.Start(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Strategy = watchman.StrategyConnector
+	if cfg.Strategy == "" {
+		cfg.Strategy = watchman.StrategyConnector
+	}
 	cfg.KeepTombstones = true
 	cfg.TombstoneLimit = 1 << 20
 	w, err := watchman.Attach(p.PID(), &cfg)
