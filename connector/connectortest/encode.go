@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/process-watchman/watchman/connector"
+	"github.com/process-watchman/watchman/internal/nlfake"
 )
 
 // Wire sizes, written out here so that the encoder does not lean on the
@@ -44,12 +45,7 @@ func EncodeMessage(ev connector.Event) []byte {
 // length, sequence number and port id into b[:16]; a helper for forged
 // messages in tests.
 func PutHeader(b []byte, length, seq, portID uint32) {
-	ne := binary.NativeEndian
-	ne.PutUint32(b[0:], length)
-	ne.PutUint16(b[4:], nlmsgDone)
-	ne.PutUint16(b[6:], 0)
-	ne.PutUint32(b[8:], seq)
-	ne.PutUint32(b[12:], portID)
+	nlfake.PutHeader(b, length, nlmsgDone, 0, seq, portID)
 }
 
 func putPayload(b []byte, ev connector.Event) {

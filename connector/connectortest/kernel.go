@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/process-watchman/watchman/connector"
+	"github.com/process-watchman/watchman/internal/nlfake"
 )
 
 // DefaultPortID is the netlink port id of a new Kernel's socket.
@@ -54,30 +55,17 @@ type Request struct {
 	Seq, Ack uint32
 }
 
-type datagram struct {
-	b    []byte
-	port uint32
-}
-
 // Kernel is a fake proc connector kernel with one listening socket. It
 // implements connector.Socket and is safe for concurrent use.
 type Kernel struct {
-	wake chan struct{} // capacity 1: something changed
-	done chan struct{} // closed by Close
-
-	mu         sync.Mutex
-	queue      []datagram
-	head       int
-	overrun    bool
-	closed     bool
-	deadline   time.Time
-	portID     uint32
-	readBuffer int
-	listen     ListenBehavior
-	legacy     bool
-	requests   []Request
-	listens    int
-	seq        uint32 // the kernel's event counter
+	mu       sync.Mutex
+	q        *nlfake.Queue // the socket's receive queue
+	portID   uint32
+	listen   ListenBehavior
+	legacy   bool
+	requests []Request
+	listens  int
+	seq      uint32 // the kernel's event counter
 	// the socket's sk_user_data (struct proc_input), nil before any
 	// control message
 	hasInput  bool
@@ -94,11 +82,7 @@ type Kernel struct {
 // NewKernel returns a fake kernel that acknowledges LISTEN at once, as a
 // Linux >= 6.6 kernel does (proc_input filters honoured).
 func NewKernel() *Kernel {
-	return &Kernel{
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		portID: DefaultPortID,
-	}
+	return &Kernel{q: nlfake.NewQueue(), portID: DefaultPortID}
 }
 
 // Dial returns connector.NewConn(k, cfg).
@@ -139,7 +123,6 @@ func (k *Kernel) Emit(events ...connector.Event) {
 	for _, ev := range events {
 		k.emitLocked(ev)
 	}
-	k.signal()
 }
 
 func (k *Kernel) emitLocked(ev connector.Event) {
@@ -153,17 +136,19 @@ func (k *Kernel) emitLocked(ev connector.Event) {
 	// netlink_broadcast_deliver and netlink_overrun: a full or congested
 	// queue drops the message; without NETLINK_NO_ENOBUFS the first drop
 	// reports ENOBUFS and the socket stays congested until drained.
-	if k.congested || (k.capacity > 0 && k.queuedLocked() >= k.capacity) {
+	if k.congested || k.fullLocked() {
 		k.drops++
 		if !k.noENOBUFS && !k.congested {
-			k.congested, k.overrun = true, true
+			k.congested = true
+			k.q.Overrun()
 		}
 		return
 	}
-	k.queue = append(k.queue, datagram{b: EncodeMessage(ev)})
+	k.q.Push(EncodeMessage(ev), 0)
 }
 
-func (k *Kernel) queuedLocked() int { return len(k.queue) - k.head }
+// fullLocked reports whether the queue holds SetCapacity's datagrams.
+func (k *Kernel) fullLocked() bool { return k.capacity > 0 && k.q.Len() >= k.capacity }
 
 // passesLocked mirrors cn_filter in drivers/connector/cn_proc.c: 0 means
 // deliver there, true here.
@@ -190,8 +175,7 @@ func (k *Kernel) passesLocked(ev connector.Event) bool {
 func (k *Kernel) EmitRaw(fromPort uint32, b []byte) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.queue = append(k.queue, datagram{b: b, port: fromPort})
-	k.signal()
+	k.q.Push(b, fromPort)
 }
 
 // Overrun makes the next ReadBatch fail with ENOBUFS, as after the kernel
@@ -199,8 +183,7 @@ func (k *Kernel) EmitRaw(fromPort uint32, b []byte) {
 func (k *Kernel) Overrun() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.overrun = true
-	k.signal()
+	k.q.Overrun()
 }
 
 // SetUnprivileged makes the socket behave as one without CAP_NET_ADMIN:
@@ -250,7 +233,7 @@ func (k *Kernel) NoENOBUFS() bool {
 func (k *Kernel) MemInfo() (connector.MemInfo, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.closed {
+	if k.q.Closed() {
 		return connector.MemInfo{}, net.ErrClosed
 	}
 	rcvbuf := uint32(1 << 30)
@@ -258,7 +241,7 @@ func (k *Kernel) MemInfo() (connector.MemInfo, error) {
 		rcvbuf = uint32(k.capacity * connector.DatagramTruesize)
 	}
 	return connector.MemInfo{
-		RmemAlloc: uint32(k.queuedLocked() * connector.DatagramTruesize),
+		RmemAlloc: uint32(k.q.Len() * connector.DatagramTruesize),
 		Rcvbuf:    rcvbuf,
 		Drops:     k.drops,
 	}, nil
@@ -272,15 +255,14 @@ func (k *Kernel) SendToSelf(msg []byte) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	switch {
-	case k.closed:
+	case k.q.Closed():
 		return net.ErrClosed
 	case k.unprivileged:
 		return os.NewSyscallError("sendto", syscall.EPERM)
-	case k.congested || (k.capacity > 0 && k.queuedLocked() >= k.capacity):
+	case k.congested || k.fullLocked():
 		return os.NewSyscallError("sendto", syscall.EAGAIN)
 	}
-	k.queue = append(k.queue, datagram{b: append([]byte(nil), msg...), port: k.portID})
-	k.signal()
+	k.q.Push(append([]byte(nil), msg...), k.portID)
 	return nil
 }
 
@@ -295,28 +277,21 @@ func (k *Kernel) Requests() []Request {
 func (k *Kernel) Closed() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.closed
+	return k.q.Closed()
 }
 
 // ReadBuffer returns the last size given to SetReadBuffer (0 if none).
 func (k *Kernel) ReadBuffer() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.readBuffer
+	return k.q.ReadBuffer()
 }
 
 // Queued returns the number of datagrams waiting to be read.
 func (k *Kernel) Queued() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.queuedLocked()
-}
-
-func (k *Kernel) signal() {
-	select {
-	case k.wake <- struct{}{}:
-	default:
-	}
+	return k.q.Len()
 }
 
 // Send implements connector.Socket: it parses a control message and
@@ -324,7 +299,7 @@ func (k *Kernel) signal() {
 func (k *Kernel) Send(payload []byte) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.closed {
+	if k.q.Closed() {
 		return net.ErrClosed
 	}
 	ne := binary.NativeEndian
@@ -381,73 +356,36 @@ func (k *Kernel) Send(payload []byte) error {
 		}
 	}
 	k.emitLocked(connector.Event{What: connector.WhatNone, Ack: req.Ack + 1, Err: ackErr})
-	k.signal()
 	return nil
 }
 
 // ReadBatch implements connector.Socket.
 func (k *Kernel) ReadBatch(ds []connector.Datagram) (int, error) {
-	for {
-		k.mu.Lock()
-		if k.closed {
-			k.mu.Unlock()
-			return 0, net.ErrClosed
-		}
-		if k.overrun {
-			k.overrun = false
-			k.mu.Unlock()
-			return 0, os.NewSyscallError("recvmmsg", syscall.ENOBUFS)
-		}
-		if k.head < len(k.queue) {
-			n := 0
-			for n < len(ds) && k.head < len(k.queue) {
-				d := k.queue[k.head]
-				k.queue[k.head] = datagram{}
-				k.head++
-				ds[n].N = copy(ds[n].Buf, d.b)
-				ds[n].Port = d.port
-				ds[n].Truncated = len(d.b) > len(ds[n].Buf)
-				n++
-			}
-			if k.head == len(k.queue) {
-				k.queue, k.head = k.queue[:0], 0
-				k.congested = false // netlink_rcv_wake
-			}
-			k.mu.Unlock()
-			return n, nil
-		}
-		deadline := k.deadline
-		k.mu.Unlock()
-
-		var (
-			timer   *time.Timer
-			timeout <-chan time.Time
-		)
-		if !deadline.IsZero() {
-			d := time.Until(deadline)
-			if d <= 0 {
-				return 0, os.ErrDeadlineExceeded
-			}
-			timer = time.NewTimer(d)
-			timeout = timer.C
-		}
-		select {
-		case <-k.wake:
-		case <-k.done:
-		case <-timeout:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.q.Wait(&k.mu); err != nil {
+		return 0, err
 	}
+	n := 0
+	for ; n < len(ds); n++ {
+		d, ok := k.q.Pop()
+		if !ok {
+			break
+		}
+		ds[n].N, ds[n].Truncated = d.CopyTo(ds[n].Buf)
+		ds[n].Port = d.Port
+	}
+	if k.q.Len() == 0 {
+		k.congested = false // netlink_rcv_wake
+	}
+	return n, nil
 }
 
 // SetReadDeadline implements connector.Socket.
 func (k *Kernel) SetReadDeadline(t time.Time) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.deadline = t
-	k.signal()
+	k.q.SetReadDeadline(t)
 	return nil
 }
 
@@ -455,7 +393,7 @@ func (k *Kernel) SetReadDeadline(t time.Time) error {
 func (k *Kernel) SetReadBuffer(bytes int) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.readBuffer = bytes
+	k.q.SetReadBuffer(bytes)
 	return nil
 }
 
@@ -471,10 +409,5 @@ func (k *Kernel) PortID() uint32 {
 func (k *Kernel) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.closed {
-		return net.ErrClosed
-	}
-	k.closed = true
-	close(k.done)
-	return nil
+	return k.q.Close()
 }

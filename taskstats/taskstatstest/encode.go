@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"time"
 
+	"github.com/process-watchman/watchman/internal/nlfake"
 	"github.com/process-watchman/watchman/taskstats"
 )
 
@@ -176,13 +177,8 @@ func EncodeMessage(task *taskstats.Record, group *taskstats.Record) []byte {
 // (the family id for records), sequence number seq and port id pid
 // (0 for the kernel), followed by payload.
 func EncodeDatagram(typ uint16, flags uint16, seq, pid uint32, payload []byte) []byte {
-	b := make([]byte, 16, 16+len(payload)+3)
-	ne := binary.NativeEndian
-	ne.PutUint32(b[0:], uint32(16+len(payload)))
-	ne.PutUint16(b[4:], typ)
-	ne.PutUint16(b[6:], flags)
-	ne.PutUint32(b[8:], seq)
-	ne.PutUint32(b[12:], pid)
+	b := make([]byte, nlfake.HeaderLen, nlfake.HeaderLen+len(payload)+3)
+	nlfake.PutHeader(b, uint32(nlfake.HeaderLen+len(payload)), typ, flags, seq, pid)
 	b = append(b, payload...)
 	for len(b)%4 != 0 {
 		b = append(b, 0)

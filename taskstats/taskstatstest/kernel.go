@@ -9,12 +9,12 @@ package taskstatstest
 import (
 	"encoding/binary"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/process-watchman/watchman/internal/nlfake"
 	"github.com/process-watchman/watchman/taskstats"
 )
 
@@ -40,24 +40,11 @@ type Request struct {
 	Seq uint32
 }
 
-type datagram struct {
-	b    []byte
-	port uint32
-}
-
 // Kernel is a fake taskstats kernel with one socket. It implements
 // taskstats.Socket and is safe for concurrent use.
 type Kernel struct {
-	wake chan struct{} // capacity 1: something changed
-	done chan struct{} // closed by Close
-
 	mu         sync.Mutex
-	queue      []datagram
-	head       int
-	overrun    bool
-	closed     bool
-	deadline   time.Time
-	readBuffer int
+	q          *nlfake.Queue // the socket's receive queue
 	portID     uint32
 	family     uint16
 	seq        uint32 // the socket's request counter
@@ -75,8 +62,7 @@ type Kernel struct {
 // NewKernel returns a fake kernel that accepts registrations at once.
 func NewKernel() *Kernel {
 	return &Kernel{
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		q:      nlfake.NewQueue(),
 		portID: DefaultPortID,
 		family: DefaultFamily,
 		seq:    1000,
@@ -150,21 +136,21 @@ func (k *Kernel) Requests() []Request {
 func (k *Kernel) Closed() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.closed
+	return k.q.Closed()
 }
 
 // ReadBuffer returns the last size given to SetReadBuffer (0 if none).
 func (k *Kernel) ReadBuffer() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.readBuffer
+	return k.q.ReadBuffer()
 }
 
 // Queued returns the number of datagrams waiting to be read.
 func (k *Kernel) Queued() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return len(k.queue) - k.head
+	return k.q.Len()
 }
 
 // ExitTask queues the message the kernel sends when a task exits: the
@@ -175,7 +161,6 @@ func (k *Kernel) ExitTask(task *taskstats.Record, group *taskstats.Record) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.sendLocked(EncodeMessage(task, group))
-	k.signal()
 }
 
 // ExitProcess reports the exit of a process whose tasks are threads, in
@@ -221,22 +206,21 @@ func (k *Kernel) ExitProcess(tgid int32, threads []taskstats.Record) *taskstats.
 		t.Flags |= taskstats.FlagGroupDead
 		k.sendLocked(EncodeMessage(&t, g))
 	}
-	k.signal()
 	return g
 }
 
 // sendLocked queues a TASKSTATS_CMD_NEW message as genlmsg_unicast does.
 func (k *Kernel) sendLocked(msg []byte) {
-	if k.registered == "" || k.closed {
+	if k.registered == "" || k.q.Closed() {
 		return
 	}
-	if k.capacity > 0 && len(k.queue)-k.head >= k.capacity {
+	if k.capacity > 0 && k.q.Len() >= k.capacity {
 		k.drops++
-		k.overrun = true
+		k.q.Overrun()
 		return
 	}
 	// prepare_reply: the kernel's per-CPU sequence number, port id 0.
-	k.queue = append(k.queue, datagram{b: EncodeDatagram(k.family, 0, k.kseq, 0, msg)})
+	k.q.Push(EncodeDatagram(k.family, 0, k.kseq, 0, msg), 0)
 	k.kseq++
 }
 
@@ -247,8 +231,7 @@ func (k *Kernel) sendLocked(msg []byte) {
 func (k *Kernel) EmitRaw(fromPort uint32, b []byte) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.queue = append(k.queue, datagram{b: b, port: fromPort})
-	k.signal()
+	k.q.Push(b, fromPort)
 }
 
 // Overrun makes the next ReadBatch fail with ENOBUFS, as after the kernel
@@ -256,8 +239,7 @@ func (k *Kernel) EmitRaw(fromPort uint32, b []byte) {
 func (k *Kernel) Overrun() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.overrun = true
-	k.signal()
+	k.q.Overrun()
 }
 
 // Drops implements the optional taskstats.Socket method: the messages
@@ -268,20 +250,13 @@ func (k *Kernel) Drops() (uint32, error) {
 	return k.drops, nil
 }
 
-func (k *Kernel) signal() {
-	select {
-	case k.wake <- struct{}{}:
-	default:
-	}
-}
-
 // Send implements taskstats.Socket: it parses a TASKSTATS_CMD_GET and
 // answers it as taskstats_user_cmd does, with an acknowledgement
 // (NLMSG_ERROR) carrying 0 or the refusal's errno.
 func (k *Kernel) Send(cmd uint8, attrs []byte) (uint32, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.closed {
+	if k.q.Closed() {
 		return 0, net.ErrClosed
 	}
 	k.seq++
@@ -329,66 +304,27 @@ func (k *Kernel) Send(cmd uint8, attrs []byte) (uint32, error) {
 		ne.PutUint16(p[8:], k.family)
 		ne.PutUint32(p[12:], k.seq)
 		ne.PutUint32(p[16:], k.portID)
-		k.queue = append(k.queue, datagram{b: EncodeDatagram(2, 0, k.seq, k.portID, p)})
-		k.signal()
+		k.q.Push(EncodeDatagram(2, 0, k.seq, k.portID, p), 0)
 	}
 	return k.seq, nil
 }
 
 // ReadBatch implements taskstats.Socket.
 func (k *Kernel) ReadBatch(ds []taskstats.Datagram) (int, error) {
-	for {
-		k.mu.Lock()
-		if k.closed {
-			k.mu.Unlock()
-			return 0, net.ErrClosed
-		}
-		if k.overrun {
-			k.overrun = false
-			k.mu.Unlock()
-			return 0, os.NewSyscallError("recvmmsg", syscall.ENOBUFS)
-		}
-		if k.head < len(k.queue) {
-			n := k.takeLocked(ds)
-			k.mu.Unlock()
-			return n, nil
-		}
-		deadline := k.deadline
-		k.mu.Unlock()
-
-		var (
-			timer   *time.Timer
-			timeout <-chan time.Time
-		)
-		if !deadline.IsZero() {
-			d := time.Until(deadline)
-			if d <= 0 {
-				return 0, os.ErrDeadlineExceeded
-			}
-			timer = time.NewTimer(d)
-			timeout = timer.C
-		}
-		select {
-		case <-k.wake:
-		case <-k.done:
-		case <-timeout:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.q.Wait(&k.mu); err != nil {
+		return 0, err
 	}
+	return k.takeLocked(ds), nil
 }
 
 // ReadQueued implements taskstats.Socket: ReadBatch without waiting.
 func (k *Kernel) ReadQueued(ds []taskstats.Datagram) (int, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.closed {
-		return 0, net.ErrClosed
-	}
-	if k.overrun {
-		k.overrun = false
-		return 0, os.NewSyscallError("recvmmsg", syscall.ENOBUFS)
+	if err := k.q.ReadErr(); err != nil {
+		return 0, err
 	}
 	return k.takeLocked(ds), nil
 }
@@ -396,18 +332,14 @@ func (k *Kernel) ReadQueued(ds []taskstats.Datagram) (int, error) {
 // takeLocked moves up to len(ds) queued datagrams into ds.
 func (k *Kernel) takeLocked(ds []taskstats.Datagram) int {
 	n := 0
-	for n < len(ds) && k.head < len(k.queue) {
-		d := k.queue[k.head]
-		k.queue[k.head] = datagram{}
-		k.head++
-		ds[n].N = copy(ds[n].Buf, d.b)
-		ds[n].Port = d.port
-		ds[n].Truncated = len(d.b) > len(ds[n].Buf)
+	for ; n < len(ds); n++ {
+		d, ok := k.q.Pop()
+		if !ok {
+			break
+		}
+		ds[n].N, ds[n].Truncated = d.CopyTo(ds[n].Buf)
+		ds[n].Port = d.Port
 		ds[n].Time = k.now
-		n++
-	}
-	if k.head == len(k.queue) {
-		k.queue, k.head = k.queue[:0], 0
 	}
 	return n
 }
@@ -416,8 +348,7 @@ func (k *Kernel) takeLocked(ds []taskstats.Datagram) int {
 func (k *Kernel) SetReadDeadline(t time.Time) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.deadline = t
-	k.signal()
+	k.q.SetReadDeadline(t)
 	return nil
 }
 
@@ -425,7 +356,7 @@ func (k *Kernel) SetReadDeadline(t time.Time) error {
 func (k *Kernel) SetReadBuffer(bytes int) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.readBuffer = bytes
+	k.q.SetReadBuffer(bytes)
 	return nil
 }
 
@@ -448,11 +379,6 @@ func (k *Kernel) PortID() uint32 {
 func (k *Kernel) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.closed {
-		return net.ErrClosed
-	}
-	k.closed = true
 	k.registered = ""
-	close(k.done)
-	return nil
+	return k.q.Close()
 }
