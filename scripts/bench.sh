@@ -14,7 +14,7 @@
 # gcc, forkstat and Debian's python3-psutil (installed with apt-get if
 # missing; where that fails the rows that need them say they were skipped).
 # The full run took 23 minutes on the 2-vCPU VM of BENCHMARKS.md (2 min of
-# Go benchmarks, 21 of suite, 14 of them section 3's 24 storms of 20,000
+# Go benchmarks, 21 of suite, 14-15 of them section 3's 24 storms of 20,000
 # children: a fork costs about 1 ms of CPU on that paravirtualised guest,
 # so a storm runs at 500-700 forks/s); `-rounds 1` (one storm per row
 # instead of a median of 3) or `-storm 5000` shorten it. Progress goes to
