@@ -25,6 +25,11 @@ func TestIntegrationTreeFilterMatchProgram(t *testing.T) {
 	if err := l.AttachBPF(m.FD()); err != nil {
 		t.Fatal(err)
 	}
+	// Records queued between Listen and the filter's attachment (other
+	// tests' processes) passed unfiltered: drop them.
+	if _, err := l.Sync(nil); err != nil {
+		t.Fatal(err)
+	}
 	member := exec.Command("sleep", "60")
 	if err := member.Start(); err != nil {
 		t.Fatal(err)
