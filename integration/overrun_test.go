@@ -247,8 +247,10 @@ func diff(a, b []int) []int {
 // TestIntegrationOverrunWatcherStopped stops a whole watcher process (the
 // test binary re-executed, two watchers: one on a shared hub, one on a
 // private one) with SIGSTOP for 500 ms during a storm, then SIGCONT. With
-// a 64 KiB buffer the kernel must drop events, and every drop must be
-// detected and repaired; with the default 4 MiB buffer, drops are either
+// an 8 KiB buffer the kernel must drop events, and every drop must be
+// detected and repaired (64 KiB no longer overflowed in CI once the kernel
+// tree filter kept the host's other events out of the socket, at this
+// VM's 500-700 forks/s); with the default 4 MiB buffer, drops are either
 // none (then every process must have been seen) or detected and repaired.
 func TestIntegrationOverrunWatcherStopped(t *testing.T) {
 	requireConnector(t)
@@ -257,7 +259,7 @@ func TestIntegrationOverrunWatcherStopped(t *testing.T) {
 		buffer   int
 		mustDrop bool
 	}{
-		{"64KiB", 64 << 10, true},
+		{"8KiB", 8 << 10, true},
 		{"default", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
