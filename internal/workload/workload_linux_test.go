@@ -110,6 +110,20 @@ func checkCommon(t *testing.T, p *Process, res *Result) {
 
 // checkNoLeftovers fails if any process is a child of this test process or
 // in the workload's group.
+// groupAlive counts the live processes of process group pgid other than
+// its leader.
+func groupAlive(pgid int) int {
+	n := 0
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		if st, err := ReadStat(pid); err == nil && st.PGRP == pgid && pid != pgid && st.State != 'Z' {
+			n++
+		}
+	}
+	return n
+}
+
 func checkNoLeftovers(t *testing.T, pgid int) {
 	t.Helper()
 	if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
@@ -419,7 +433,16 @@ func TestKillWhileRunning(t *testing.T) {
 	if err := p.Go(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Kill once every process has been made: the 20 grandchildren and the
+	// 20 links of the chain are alive (the wrappers exit at once). A fixed
+	// 200 ms was not enough on a loaded VM (32 and 46 of 60 made in CI).
+	deadline := time.Now().Add(60 * time.Second)
+	for groupAlive(p.PID()) < 40 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of the 40 long-lived processes appeared in 60 s", groupAlive(p.PID()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
