@@ -334,7 +334,7 @@ func newWriter(r *hubRun) *writer {
 
 func (wr *writer) run() {
 	defer close(wr.r.done)
-	wr.h.setNice()
+	defer wr.h.setNice()()
 	defer func() {
 		if wr.usage != nil {
 			wr.usage.close()

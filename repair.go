@@ -391,7 +391,7 @@ func (rp *repairer) close() {
 
 func (rp *repairer) run() {
 	defer close(rp.done)
-	rp.r.h.setNice()
+	defer rp.r.h.setNice()()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
