@@ -137,6 +137,8 @@ func (wr *writer) filterDrop(pid int, before uint64) {
 		return
 	}
 	if ok {
+		// Read after the delete: a fork no later than this may have lost
+		// its entry to it (the guard in filterChanges).
 		hf.removed[pid] = monoNow()
 	}
 }

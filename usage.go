@@ -223,7 +223,9 @@ func (wr *writer) annotate(w *Watcher, chs []tracker.Change) {
 		var u *Usage
 		ok := false
 		if us.l != nil {
-			us.sync(time.Now())
+			if !us.synced {
+				us.sync(time.Now())
+			}
 			u, ok = us.take(c.Proc.ID, c.Proc.Approx, !c.Provisional)
 		}
 		if ok {
