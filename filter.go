@@ -28,16 +28,18 @@ import (
 //   - while the program fails open (its map was full), every new member
 //     is added as it joins.
 //
-// Entries are removed when no tree needs them: a member's exit (with the
-// exit's kernel time: connector.TreeFilter.RemoveOlder keeps an entry the
-// kernel inserted later, for a reused PID), an upgraded provisional exit,
-// a Watcher's Close, and processes that passed the filter but are no
-// member of any tree (children refused by MaxDepth or MaxDescendants and
-// their descendants, which the program inserts too). A removal can still
-// race a reuse of the PID within microseconds (see RemoveOlder): the
-// writer remembers when it removed each PID until a barrier proves every
-// older event applied, and a member fork no later than a removal of its
-// child's PID puts the child back and has the trees repaired.
+// Entries are removed when no tree needs them: a member's exit, an
+// upgraded provisional exit, a Watcher's Close, and processes that passed
+// the filter but are no member of any tree (children refused by MaxDepth
+// or MaxDescendants and their descendants, which the program inserts
+// too). Removals are queued and made once per batch of events, in one
+// system call (connector.TreeFilter.RemoveBatch): per exit, a lookup and
+// a delete took a tenth of the writer's CPU in a storm. A removal can
+// race a reuse of the PID by a member's new child (the kernel inserted
+// it, and the removal deletes it): the writer remembers when it removed
+// each PID until a barrier proves every older event applied, and a
+// member fork no later than a removal of its child's PID puts the child
+// back and has the trees repaired.
 //
 // When the map fills the program fails open (passes everything; the
 // index still filters). The writer notices within a second, replaces the
@@ -53,6 +55,7 @@ type hubFilter struct {
 	open    bool        // failing open
 	pending map[int]int // pre-added PIDs of looks not yet applied (counts)
 
+	drops      []uint32       // PIDs to remove at the end of the batch (flushDrops)
 	removed    map[int]uint64 // pid -> CLOCK_MONOTONIC ns of its removal
 	loose      bool           // failing open: add every new member
 	recovering bool           // a recovery waits for its barrier
@@ -120,27 +123,49 @@ func (wr *writer) needed(pid int) bool {
 	return len(wr.idx[pid]) > 0 || len(wr.prov[pid]) > 0
 }
 
-// filterDrop removes pid from the map unless a tree needs it or the
-// kernel inserted it at or after before (CLOCK_MONOTONIC ns; 0: now).
-func (wr *writer) filterDrop(pid int, before uint64) {
+// filterDrop queues pid for removal from the map at the end of the batch
+// (flushDrops), where it is removed unless a tree needs it by then.
+func (wr *writer) filterDrop(pid int) {
 	hf := wr.filter
 	if hf.f == nil || wr.needed(pid) {
 		return
 	}
-	now := monoNow()
-	if before == 0 || before > now {
-		before = now
-	}
-	ok, err := hf.f.RemoveOlder(uint32(pid), before)
-	if err != nil {
-		hf.errors.Add(1)
+	hf.drops = append(hf.drops, uint32(pid))
+}
+
+// flushDrops removes the PIDs filterDrop queued that no tree needs and no
+// look pre-added meanwhile, in one system call. A removal is not checked
+// against the time the entry was inserted: a PID that a member's new
+// child took since its old holder's exit is removed too, and the guard in
+// filterChanges puts it back when that fork is applied.
+func (wr *writer) flushDrops() {
+	hf := wr.filter
+	if len(hf.drops) == 0 {
 		return
 	}
-	if ok {
-		// Read after the delete: a fork no later than this may have lost
-		// its entry to it (the guard in filterChanges).
-		hf.removed[pid] = monoNow()
+	keep := hf.drops[:0]
+	hf.mu.Lock() // preAdd marks pending under it, then adds: see below
+	for _, pid := range hf.drops {
+		if !wr.needed(int(pid)) && hf.pending[int(pid)] == 0 {
+			keep = append(keep, pid)
+		}
 	}
+	// Deleted under hf.mu: a preAdd of one of these either marked it
+	// pending before (it is kept) or adds it after the delete.
+	_, err := hf.f.RemoveBatch(keep)
+	hf.mu.Unlock()
+	if err != nil {
+		hf.errors.Add(1)
+	}
+	// Read after the delete: a fork no later than this may have lost its
+	// entry to it (the guard in filterChanges). PIDs that were not in the
+	// map are remembered too; at worst that costs a needless re-add.
+	at := monoNow()
+	for _, pid := range keep {
+		hf.removed[int(pid)] = at
+	}
+	clear(hf.drops)
+	hf.drops = hf.drops[:0]
 }
 
 // filterChanges keeps the map in step with changes of a tree, after the
@@ -164,7 +189,7 @@ func (wr *writer) filterChanges(chs []tracker.Change) {
 				wr.r.rep.kick()
 			}
 		case tracker.Removed, tracker.Upgraded:
-			wr.filterDrop(pid, uint64(c.Exit.Kernel))
+			wr.filterDrop(pid)
 		}
 	}
 }
@@ -182,7 +207,7 @@ func (wr *writer) filterStranger(pid int) {
 	pending := hf.pending[pid] > 0
 	hf.mu.Unlock()
 	if !pending {
-		wr.filterDrop(pid, 0)
+		wr.filterDrop(pid)
 	}
 }
 

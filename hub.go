@@ -346,11 +346,13 @@ func (wr *writer) run() {
 		}
 		wr.runQueued()
 		wr.runDrained()
+		wr.flushDrops() // before the read may block: a Close's removals too
 		evs, err := wr.r.conn.Receive(wr.evs[:0])
 		if len(evs) > 0 {
 			wr.dispatch(evs)
 		}
 		wr.checkExits()
+		wr.flushDrops()
 		wr.filterTick(time.Now())
 		var drop *connector.DropError
 		switch {
@@ -482,7 +484,7 @@ func (wr *writer) forget(w *Watcher) {
 		}
 	}
 	for _, pid := range gone {
-		wr.filterDrop(pid, 0)
+		wr.filterDrop(pid)
 	}
 	for i := range wr.checks {
 		if wr.checks[i].w == w {
@@ -683,7 +685,7 @@ func (wr *writer) pruneProv() {
 			w.mu.Unlock()
 			if !waiting {
 				leave(wr.prov, pid, w)
-				wr.filterDrop(pid, 0)
+				wr.filterDrop(pid)
 			}
 		}
 	}

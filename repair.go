@@ -520,7 +520,7 @@ func (rp *repairer) applyAfterQueued(ws []*Watcher, hs *hostScan, repair bool) {
 		}
 		wr.filter.unpend(pre)
 		for _, pid := range pre {
-			wr.filterDrop(pid, 0) // the ones no tree took
+			wr.filterDrop(pid) // the ones no tree took
 		}
 	})
 }

@@ -45,6 +45,37 @@ func TestIntegrationTreeFilterRemoveOlder(t *testing.T) {
 	}
 }
 
+// TestIntegrationTreeFilterRemoveBatch: RemoveBatch deletes the members
+// it is given, skips the non-members among them (first, in the middle,
+// last: the kernel's batch stops at each), keeps the others, and counts
+// what it deleted.
+func TestIntegrationTreeFilterRemoveBatch(t *testing.T) {
+	requirePrivileged(t)
+	_, f := attachTree(t, 64)
+	for p := 100001; p <= 100006; p++ {
+		mustAdd(t, f, p)
+	}
+	n, err := f.RemoveBatch([]uint32{200001, 100001, 100002, 200002, 100004, 100004, 200003})
+	if err != nil || n != 3 {
+		t.Errorf("RemoveBatch = %d, %v; want 3 deleted, nil", n, err)
+	}
+	for p := 100001; p <= 100006; p++ {
+		want := p == 100003 || p == 100005 || p == 100006
+		if got := contains(t, f, p); got != want {
+			t.Errorf("after RemoveBatch, contains(%d) = %v, want %v", p, got, want)
+		}
+	}
+	if n, err := f.RemoveBatch(nil); err != nil || n != 0 {
+		t.Errorf("RemoveBatch(nil) = %d, %v; want 0, nil", n, err)
+	}
+	if n, err := f.RemoveBatch([]uint32{100003, 100005, 100006}); err != nil || n != 3 {
+		t.Errorf("RemoveBatch of the rest = %d, %v; want 3, nil", n, err)
+	}
+	if l, err := f.Len(); err != nil || l != 0 {
+		t.Errorf("Len after removing every member = %d, %v; want 0", l, err)
+	}
+}
+
 // TestIntegrationTreeFilterReuseOfMemberPID: a member's exit was lost and
 // its PID left in the map; when a stranger forks a process that gets that
 // PID, the fork passes (user space must learn that the member is gone)

@@ -71,6 +71,7 @@ type treeMaps interface {
 	add(tgid uint32) error
 	remove(tgid uint32) error
 	removeOlder(tgid uint32, before uint64) (bool, error)
+	removeBatch(tgids []uint32) (int, error)
 	replace(tgids []uint32) error
 	contains(tgid uint32) (bool, error)
 	len() (int, error)
@@ -119,6 +120,19 @@ func (f *TreeFilter) RemoveOlder(tgid uint32, before uint64) (bool, error) {
 	var ok bool
 	err := f.do("tree remove", func(m treeMaps) (err error) { ok, err = m.removeOlder(tgid, before); return err })
 	return ok, err
+}
+
+// RemoveBatch deletes every tgid in tgids from the member set and returns
+// how many entries it deleted (non-members are skipped). Where the kernel
+// has batch map operations (Linux 5.6) it takes one system call for the
+// lot, else one per entry. Unlike RemoveOlder it does not look at when an
+// entry was inserted: a PID that a member's new child took since the
+// caller decided to remove it is deleted too, and the caller must watch
+// for that (a fork of a member whose timestamp is not after the call).
+func (f *TreeFilter) RemoveBatch(tgids []uint32) (int, error) {
+	var n int
+	err := f.do("tree remove", func(m treeMaps) (err error) { n, err = m.removeBatch(tgids); return err })
+	return n, err
 }
 
 // Replace makes the member set tgids, except that entries the kernel

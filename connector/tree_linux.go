@@ -214,6 +214,38 @@ func (t *ebpfTree) removeOlder(tgid uint32, before uint64) (bool, error) {
 	return true, nil
 }
 
+func (t *ebpfTree) removeBatch(tgids []uint32) (int, error) {
+	deleted := 0
+	for len(tgids) > 0 {
+		// The kernel stops at the first key it cannot delete and reports
+		// how many it deleted before it: a missing key is skipped and the
+		// rest go in the next call.
+		n, err := t.members.BatchDelete(tgids, nil)
+		n = max(0, min(n, len(tgids)))
+		deleted += n
+		switch {
+		case err == nil:
+			return deleted, nil
+		case errors.Is(err, ebpf.ErrKeyNotExist) && n < len(tgids):
+			tgids = tgids[n+1:]
+		case errors.Is(err, ebpf.ErrNotSupported):
+			for _, p := range tgids[n:] {
+				err := t.members.Delete(p)
+				switch {
+				case err == nil:
+					deleted++
+				case !errors.Is(err, ebpf.ErrKeyNotExist):
+					return deleted, err
+				}
+			}
+			return deleted, nil
+		default:
+			return deleted, err
+		}
+	}
+	return deleted, nil
+}
+
 func (t *ebpfTree) replace(tgids []uint32) error {
 	start := monotonicNow()
 	want := make(map[uint32]bool, len(tgids))
