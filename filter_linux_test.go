@@ -208,3 +208,33 @@ func sameSet(a, b map[int]bool) bool {
 	}
 	return true
 }
+
+// TestIntegrationHubCoalesce: a hub that holds events to batch its reads
+// (HubConfig.Coalesce) still delivers every exit of a burst, in order,
+// with the kernel's status, and then a lone exit after a quiet spell.
+func TestIntegrationHubCoalesce(t *testing.T) {
+	requireConnector(t)
+	const burst = 40
+	sh, open := gatedShell(t, `read x < "$GATE"; i=0; while [ $i -lt `+fmt.Sprint(burst)+` ]; do sh -c "exit $((i % 7))"; i=$((i+1)); done; read x < "$GATE"; sh -c 'exit 9'; read x < "$GATE"`)
+	hub := NewHub(&HubConfig{Coalesce: 5 * time.Millisecond})
+	w, err := Attach(sh.Process.Pid, &Config{Hub: hub, Strategy: StrategyConnector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sub := w.Subscribe(4 * burst)
+	open()
+	for i := range burst {
+		ev := nextExit(t, sub, fmt.Sprintf("child %d of the burst", i))
+		if !ev.Exit.StatusKnown || ev.Exit.Code != i%7 {
+			t.Fatalf("child %d of the burst: exit %+v, want code %d from the kernel", i, *ev.Exit, i%7)
+		}
+	}
+	open()
+	if ev := nextExit(t, sub, "the lone child"); !ev.Exit.StatusKnown || ev.Exit.Code != 9 {
+		t.Fatalf("the lone child: exit %+v, want code 9 from the kernel", *ev.Exit)
+	}
+	if l := sub.Lost(); l != 0 {
+		t.Errorf("the subscription lost %d events", l)
+	}
+}

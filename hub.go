@@ -42,6 +42,14 @@ type HubConfig struct {
 	// cannot be set, HubStats.NiceError says why and the hub runs at the
 	// process's priority.
 	Nice int
+	// Coalesce trades latency for CPU (connector.Config.Coalesce): zero,
+	// the default, delivers each event as soon as it is queued and
+	// batches reads only under load (5,000 events a second or more); a
+	// positive value lets the hub hold events up to that long after each
+	// read so that one wake-up reads many, at any rate (BENCHMARKS.md
+	// section 3 gives the CPU per event at 2 and 5 ms); negative never
+	// holds them.
+	Coalesce time.Duration
 	// Dial opens the connector; nil means connector.Dial. Tests pass a
 	// fake kernel's (connectortest.Kernel.Dial).
 	Dial func(*connector.Config) (*connector.Conn, error)
@@ -179,7 +187,7 @@ func (h *Hub) acquire() (*hubRun, error) {
 	if dial == nil {
 		dial = connector.Dial
 	}
-	conn, err := dial(&connector.Config{ReadBuffer: h.cfg.ReadBuffer, NoENOBUFS: true})
+	conn, err := dial(&connector.Config{ReadBuffer: h.cfg.ReadBuffer, NoENOBUFS: true, Coalesce: h.cfg.Coalesce})
 	if err != nil {
 		return nil, err
 	}

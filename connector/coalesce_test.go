@@ -66,3 +66,58 @@ func TestCoalesceOnlyUnderLoad(t *testing.T) {
 		t.Error("coalescing on with a 64-datagram queue")
 	}
 }
+
+// TestCoalesceAlways: with Config.Coalesce set, every read that returned
+// events but not a full batch makes the next read wait, at any rate; a
+// full batch does not (a backlog drains at full speed). With a negative
+// Coalesce no read waits, even under load.
+func TestCoalesceAlways(t *testing.T) {
+	k := connectortest.NewKernel()
+	c := dial(t, k, &connector.Config{Coalesce: time.Millisecond})
+	if !c.Coalescing() {
+		t.Fatal("Coalesce 1 ms: not coalescing")
+	}
+	clock := time.Unix(1000, 0)
+	c.SetClock(func() time.Time { return clock })
+	buf := make([]connector.Event, 0, connector.MaxBatch)
+	pid := int32(100)
+	read := func(c *connector.Conn, events int, over time.Duration) {
+		t.Helper()
+		for range events {
+			pid++
+			k.Emit(fork(1, pid))
+		}
+		clock = clock.Add(over)
+		if got, err := c.Receive(buf); err != nil || len(got) != events {
+			t.Fatalf("Receive = %d events, %v; want %d", len(got), err, events)
+		}
+	}
+	read(c, 1, time.Second) // 1 event a second
+	if n := c.Coalesced(); n != 0 {
+		t.Fatalf("%d waits before the first read, want 0", n)
+	}
+	read(c, 1, time.Second)
+	read(c, 1, time.Second)
+	if n := c.Coalesced(); n != 2 {
+		t.Fatalf("%d waits after two reads of one event a second apart, want 2", n)
+	}
+	read(c, 64, 0) // waited (after a read of 1); a full batch
+	read(c, 3, 0)  // so this one did not wait
+	if n := c.Coalesced(); n != 3 {
+		t.Fatalf("%d waits after a full batch, want 3", n)
+	}
+
+	k2 := connectortest.NewKernel()
+	never := dial(t, k2, &connector.Config{Coalesce: -1})
+	if never.Coalescing() {
+		t.Fatal("Coalesce < 0: coalescing")
+	}
+	k = k2
+	never.SetClock(func() time.Time { return clock })
+	for range 5 {
+		read(never, 40, 0) // 40 at once, again and again: load
+	}
+	if n := never.Coalesced(); n != 0 {
+		t.Fatalf("Coalesce < 0: %d waits under load, want 0", n)
+	}
+}

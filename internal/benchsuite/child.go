@@ -50,6 +50,8 @@ type watcherArgs struct {
 	// Filter is the hub's HubConfig.FilterEntries (connector mode): 0 the
 	// default (the kernel-side tree filter on), negative off.
 	Filter int
+	// Coalesce is the hub's HubConfig.Coalesce (connector mode).
+	Coalesce time.Duration
 	// Subscribe: the Inside watchers' events are read from Subscribe
 	// (counted in Delivered) during the window.
 	Subscribe bool
@@ -149,7 +151,7 @@ func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherRepor
 	cfg := watchman.Config{Strategy: watchman.Strategy(a.Strategy), ReconcileInterval: a.Interval}
 	var hub *watchman.Hub
 	if cfg.Strategy == watchman.StrategyConnector {
-		hub = watchman.NewHub(&watchman.HubConfig{FilterEntries: a.Filter})
+		hub = watchman.NewHub(&watchman.HubConfig{FilterEntries: a.Filter, Coalesce: a.Coalesce})
 		cfg.Hub = hub
 	}
 	if a.Memory {

@@ -209,6 +209,14 @@ func (bs *suite) sectionStormCPU(t *table) error {
 			&variant{name: "library, Watcher on a sleeping process (outside every tree), " + filterName(f),
 				run: cStormRun{args: withProf(out, "storm-outside-"+tag), extra: []int{idle.PID()}, forkstat: true}, target: 0.1})
 	}
+	// Latency traded for CPU (HubConfig.Coalesce): the reader holds events
+	// up to 2 or 5 ms after each read, at any rate.
+	for _, d := range []time.Duration{2 * time.Millisecond, 5 * time.Millisecond} {
+		in := con
+		in.Filter, in.Subscribe, in.Coalesce = filterOn, true, d
+		vs = append(vs, &variant{name: fmt.Sprintf("library, Watcher on the storm's root, events from Subscribe (inside), filter on, HubConfig.Coalesce %v", d),
+			run: cStormRun{args: withProf(in, fmt.Sprintf("storm-inside-coalesce-%v", d)), inside: true, forkstat: true}, target: 0.5})
+	}
 	// Round robin over the variants, so that a change of the machine's
 	// load touches all of them alike.
 	for round := range bs.opt.rounds {
