@@ -19,21 +19,7 @@ func TestCoalesceOnlyUnderLoad(t *testing.T) {
 	if !c.Coalescing() {
 		t.Fatal("coalescing off by default")
 	}
-	clock := time.Unix(1000, 0)
-	c.SetClock(func() time.Time { return clock })
-	buf := make([]connector.Event, 0, connector.MaxBatch)
-	pid := int32(100)
-	read := func(events int, over time.Duration) {
-		t.Helper()
-		for range events {
-			pid++
-			k.Emit(fork(1, pid))
-		}
-		clock = clock.Add(over)
-		if got, err := c.Receive(buf); err != nil || len(got) != events {
-			t.Fatalf("Receive = %d events, %v; want %d", len(got), err, events)
-		}
-	}
+	read := newFeeder(t, k, c).read
 	for i := range 6 { // 1 to 8 events every 10 ms: at most 800/s
 		read(1+i%8, 10*time.Millisecond)
 	}
@@ -77,32 +63,18 @@ func TestCoalesceAlways(t *testing.T) {
 	if !c.Coalescing() {
 		t.Fatal("Coalesce 1 ms: not coalescing")
 	}
-	clock := time.Unix(1000, 0)
-	c.SetClock(func() time.Time { return clock })
-	buf := make([]connector.Event, 0, connector.MaxBatch)
-	pid := int32(100)
-	read := func(c *connector.Conn, events int, over time.Duration) {
-		t.Helper()
-		for range events {
-			pid++
-			k.Emit(fork(1, pid))
-		}
-		clock = clock.Add(over)
-		if got, err := c.Receive(buf); err != nil || len(got) != events {
-			t.Fatalf("Receive = %d events, %v; want %d", len(got), err, events)
-		}
-	}
-	read(c, 1, time.Second) // 1 event a second
+	read := newFeeder(t, k, c).read
+	read(1, time.Second) // 1 event a second
 	if n := c.Coalesced(); n != 0 {
 		t.Fatalf("%d waits before the first read, want 0", n)
 	}
-	read(c, 1, time.Second)
-	read(c, 1, time.Second)
+	read(1, time.Second)
+	read(1, time.Second)
 	if n := c.Coalesced(); n != 2 {
 		t.Fatalf("%d waits after two reads of one event a second apart, want 2", n)
 	}
-	read(c, 64, 0) // waited (after a read of 1); a full batch
-	read(c, 3, 0)  // so this one did not wait
+	read(64, 0) // waited (after a read of 1); a full batch
+	read(3, 0)  // so this one did not wait
 	if n := c.Coalesced(); n != 3 {
 		t.Fatalf("%d waits after a full batch, want 3", n)
 	}
@@ -112,12 +84,42 @@ func TestCoalesceAlways(t *testing.T) {
 	if never.Coalescing() {
 		t.Fatal("Coalesce < 0: coalescing")
 	}
-	k = k2
-	never.SetClock(func() time.Time { return clock })
+	readNever := newFeeder(t, k2, never).read
 	for range 5 {
-		read(never, 40, 0) // 40 at once, again and again: load
+		readNever(40, 0) // 40 at once, again and again: load
 	}
 	if n := never.Coalesced(); n != 0 {
 		t.Fatalf("Coalesce < 0: %d waits under load, want 0", n)
+	}
+}
+
+// feeder emits forks into a fake kernel and reads them back through a
+// Conn whose clock it moves.
+type feeder struct {
+	t     *testing.T
+	k     *connectortest.Kernel
+	c     *connector.Conn
+	clock time.Time
+	pid   int32
+	buf   []connector.Event
+}
+
+func newFeeder(t *testing.T, k *connectortest.Kernel, c *connector.Conn) *feeder {
+	f := &feeder{t: t, k: k, c: c, clock: time.Unix(1000, 0), pid: 100, buf: make([]connector.Event, 0, connector.MaxBatch)}
+	c.SetClock(func() time.Time { return f.clock })
+	return f
+}
+
+// read emits events forks, moves the clock by over, and reads them all
+// with one Receive.
+func (f *feeder) read(events int, over time.Duration) {
+	f.t.Helper()
+	for range events {
+		f.pid++
+		f.k.Emit(fork(1, f.pid))
+	}
+	f.clock = f.clock.Add(over)
+	if got, err := f.c.Receive(f.buf); err != nil || len(got) != events {
+		f.t.Fatalf("Receive = %d events, %v; want %d", len(got), err, events)
 	}
 }
