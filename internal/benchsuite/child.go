@@ -58,6 +58,9 @@ type watcherArgs struct {
 	// Polls, in polling mode: after "go", call Poll on the first watcher
 	// this many times; the window is those polls.
 	Polls int
+	// CaptureUsage is every watcher's Config.CaptureUsage (taskstats
+	// records joined to the exits).
+	CaptureUsage bool
 }
 
 type watcherReport struct {
@@ -82,7 +85,12 @@ type watcherReport struct {
 	Delivered, DeliveredForks, SubLost uint64
 	// Polls is how many Polls the window held (Config.Polls).
 	Polls int
-	Err   string
+	// UsageMatched and UsageMissing are the watchers' WatcherStats
+	// counts over the window (CaptureUsage); UsageReason why there is no
+	// usage at all, Usage where it comes from (from ModeReason).
+	UsageMatched, UsageMissing uint64
+	UsageReason, Usage         string
+	Err                        string
 }
 
 func runRole(role string) int {
@@ -112,6 +120,11 @@ func sumStats(ws []*watchman.Watcher) (st watchman.WatcherStats) {
 		st.Overruns += s.Overruns
 		st.Reconciles += s.Reconciles
 		st.FullScans += s.FullScans
+		st.UsageMatched += s.UsageMatched
+		st.UsageMissing += s.UsageMissing
+		if st.UsageReason == "" {
+			st.UsageReason = s.UsageReason
+		}
 	}
 	return st
 }
@@ -127,7 +140,8 @@ func hubDelta(a, b watchman.HubStats) watchman.HubStats {
 	return watchman.HubStats{Forks: b.Forks - a.Forks, Execs: b.Execs - a.Execs, Exits: b.Exits - a.Exits,
 		Other: b.Other - a.Other, Overruns: b.Overruns - a.Overruns, Lost: b.Lost - a.Lost,
 		KernelFilter: b.KernelFilter, FilterReason: b.FilterReason, FilterOpen: b.FilterOpen,
-		FilterFailOpens: b.FilterFailOpens - a.FilterFailOpens, FilterErrors: b.FilterErrors - a.FilterErrors}
+		FilterFailOpens: b.FilterFailOpens - a.FilterFailOpens, FilterErrors: b.FilterErrors - a.FilterErrors,
+		UsageOverruns: b.UsageOverruns - a.UsageOverruns}
 }
 
 func hubEvents(s watchman.HubStats) uint64 { return s.Forks + s.Execs + s.Exits + s.Other }
@@ -148,7 +162,7 @@ func filterState(s watchman.HubStats) string {
 }
 
 func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherReport) {
-	cfg := watchman.Config{Strategy: watchman.Strategy(a.Strategy), ReconcileInterval: a.Interval}
+	cfg := watchman.Config{Strategy: watchman.Strategy(a.Strategy), ReconcileInterval: a.Interval, CaptureUsage: a.CaptureUsage}
 	var hub *watchman.Hub
 	if cfg.Strategy == watchman.StrategyConnector {
 		hub = watchman.NewHub(&watchman.HubConfig{FilterEntries: a.Filter, Coalesce: a.Coalesce})
@@ -274,6 +288,14 @@ func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherRepor
 	rep.Overruns = st1.Overruns - st0.Overruns
 	rep.Reconciles = st1.Reconciles - st0.Reconciles
 	rep.FullScans = st1.FullScans - st0.FullScans
+	if a.CaptureUsage {
+		rep.UsageMatched = st1.UsageMatched - st0.UsageMatched
+		rep.UsageMissing = st1.UsageMissing - st0.UsageMissing
+		rep.UsageReason = st1.UsageReason
+		if len(ws) > 0 {
+			rep.Usage = usageSource(ws[0].ModeReason())
+		}
+	}
 	rep.Delivered, rep.DeliveredForks, rep.SubLost = delivered.Load(), forks.Load(), subLost.Load()
 	for _, w := range ws[:a.Inside] {
 		s, err := w.Poll()
@@ -284,6 +306,17 @@ func watchRole(a watcherArgs, in *bufio.Reader, out io.Writer) (rep watcherRepor
 		rep.Added = append(rep.Added, s.Delta.Added...)
 	}
 	return rep
+}
+
+// usageSource picks where Exit.Usage comes from out of a Watcher's
+// ModeReason ("per-process usage from taskstats, filtered in the kernel").
+func usageSource(modeReason string) string {
+	for _, part := range strings.Split(modeReason, "; ") {
+		if strings.Contains(part, "usage") {
+			return part
+		}
+	}
+	return "(ModeReason says nothing of usage)"
 }
 
 // watcherProc is a running watcher child.

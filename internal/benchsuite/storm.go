@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -175,12 +176,24 @@ func ratios(v []float64) string {
 	return strings.Join(parts, ", ")
 }
 
+// stormVariant is one watcher setup of section 3, run once a round.
+type stormVariant struct {
+	name    string
+	run     cStormRun
+	target  float64 // the ratio to forkstat, or to base's CPU when base is set
+	base    *stormVariant
+	results []cStormResult
+	loads   []string
+	err     error // its first failure: it is not run again
+}
+
 // sectionStormCPU: CPU per kernel event during a C storm of
 // bs.opt.children children, against forkstat -q on the same storms: the
 // library inside the tree (events read from Subscribe) and outside every
 // tree, with the kernel-side tree filter on and off, in the same run as
-// forkstat; then the CLI (pwatch watch, pwatch run) alternated with
-// forkstat on identical storms.
+// forkstat; the inside watcher with Config.CaptureUsage against the same
+// watcher without it; then the CLI (pwatch watch, pwatch run) alternated
+// with forkstat on identical storms.
 func (bs *suite) sectionStormCPU(t *table) error {
 	idle, stopIdle, err := bs.hold(1)
 	if err != nil {
@@ -189,53 +202,72 @@ func (bs *suite) sectionStormCPU(t *table) error {
 	defer stopIdle()
 	con := watcherArgs{Strategy: "connector"}
 	withProf := func(a watcherArgs, name string) watcherArgs { a.Profile = profilePath(bs.opt.profile, name); return a }
-	type variant struct {
-		name    string
-		run     cStormRun
-		target  float64
-		results []cStormResult
-		loads   []string
-	}
-	vs := []*variant{}
+	vs := []*stormVariant{}
 	for _, f := range []int{filterOn, filterOff} {
 		in := con
 		in.Filter, in.Subscribe = f, true
 		out := con
 		out.Filter = f
 		tag := strings.ReplaceAll(filterName(f), " ", "-")
-		vs = append(vs,
-			&variant{name: "library, Watcher on the storm's root, events from Subscribe (inside), " + filterName(f),
-				run: cStormRun{args: withProf(in, "storm-inside-"+tag), inside: true, forkstat: true}, target: 0.5},
-			&variant{name: "library, Watcher on a sleeping process (outside every tree), " + filterName(f),
-				run: cStormRun{args: withProf(out, "storm-outside-"+tag), extra: []int{idle.PID()}, forkstat: true}, target: 0.1})
+		vIn := &stormVariant{name: "library, Watcher on the storm's root, events from Subscribe (inside), " + filterName(f),
+			run: cStormRun{args: withProf(in, "storm-inside-"+tag), inside: true, forkstat: true}, target: 0.5}
+		vs = append(vs, vIn)
+		if f == filterOn {
+			// Resource accounting at exit (Config.CaptureUsage): the
+			// taskstats record of every exit read and joined to it,
+			// against the same watcher without it, run right after it
+			// in each round so that the two see about the same load.
+			u := in
+			u.CaptureUsage = true
+			vs = append(vs, &stormVariant{name: "library, Watcher on the storm's root, events from Subscribe (inside), filter on, Config.CaptureUsage",
+				run: cStormRun{args: withProf(u, "storm-inside-usage"), inside: true, forkstat: true}, target: 1.3, base: vIn})
+		}
+		vs = append(vs, &stormVariant{name: "library, Watcher on a sleeping process (outside every tree), " + filterName(f),
+			run: cStormRun{args: withProf(out, "storm-outside-"+tag), extra: []int{idle.PID()}, forkstat: true}, target: 0.1})
 	}
 	// Latency traded for CPU (HubConfig.Coalesce): the reader holds events
 	// up to 2 or 5 ms after each read, at any rate.
 	for _, d := range []time.Duration{2 * time.Millisecond, 5 * time.Millisecond} {
 		in := con
 		in.Filter, in.Subscribe, in.Coalesce = filterOn, true, d
-		vs = append(vs, &variant{name: fmt.Sprintf("library, Watcher on the storm's root, events from Subscribe (inside), filter on, HubConfig.Coalesce %v", d),
+		vs = append(vs, &stormVariant{name: fmt.Sprintf("library, Watcher on the storm's root, events from Subscribe (inside), filter on, HubConfig.Coalesce %v", d),
 			run: cStormRun{args: withProf(in, fmt.Sprintf("storm-inside-coalesce-%v", d)), inside: true, forkstat: true}, target: 0.5})
 	}
 	// Round robin over the variants, so that a change of the machine's
-	// load touches all of them alike.
+	// load touches all of them alike. A variant that fails is reported in
+	// its row and left out of the later rounds.
 	for round := range bs.opt.rounds {
 		for _, v := range vs {
+			if v.err != nil {
+				continue
+			}
 			t.markLoad()
 			logf("storm %d/%d: %s (load %s)", round+1, bs.opt.rounds, v.name, t.load)
 			r, err := v.run.run(bs)
-			if err != nil {
-				return fmt.Errorf("%s: %w", v.name, err)
-			}
 			if r.fsErr != nil {
 				return r.fsErr
+			}
+			if err != nil {
+				logf("storm %d/%d: %s: %v", round+1, bs.opt.rounds, v.name, err)
+				v.err = fmt.Errorf("round %d: %w", round+1, err)
+				v.loads = append(v.loads, t.load)
+				continue
 			}
 			v.results = append(v.results, r)
 			v.loads = append(v.loads, t.load)
 		}
 	}
 	var fsPer []time.Duration
+	var failed []string
 	for _, v := range vs {
+		if v.err != nil {
+			failed = append(failed, v.name)
+		}
+		t.load = strings.Join(v.loads, "/")
+		if len(v.results) == 0 {
+			t.add(3, v.name, fmt.Sprintf("failed: %v", v.err), targetOf(v), "**FAILED**")
+			continue
+		}
 		var cpus, fsCPUs []time.Duration
 		var rs []float64
 		for _, r := range v.results {
@@ -247,19 +279,74 @@ func (bs *suite) sectionStormCPU(t *table) error {
 		ratio := median(rs)
 		ev := stormEvents(bs.opt.children)
 		mid := v.results[len(v.results)/2]
-		val := fmt.Sprintf("**%s per event** (median CPU %s over %d storm events); forkstat -q beside it %s per event; **%.2fx forkstat** (median of %s); ",
-			us(perEvent(median(cpus), ev)), ms(median(cpus)), ev, us(perEvent(median(fsCPUs), ev)), ratio, ratios(rs))
+		val := fmt.Sprintf("**%s per event** (median CPU %s over %d storm events); forkstat -q beside it %s per event; ",
+			us(perEvent(median(cpus), ev)), ms(median(cpus)), ev, us(perEvent(median(fsCPUs), ev)))
+		ok := ratio <= v.target
+		if v.base == nil {
+			val += fmt.Sprintf("**%.2fx forkstat** (median of %s); ", ratio, ratios(rs))
+		} else {
+			baseVal, baseOK := baseRatio(v)
+			val += fmt.Sprintf("%.2fx forkstat (median of %s); %s; ", ratio, ratios(rs), baseVal)
+			ok = baseOK
+		}
 		val += fmt.Sprintf("the hub heard %d events, %d overruns, %d lost; %s", hubEvents(mid.rep.Hub), mid.rep.Hub.Overruns, mid.rep.Hub.Lost, filterState(mid.rep.Hub))
 		if v.run.inside {
 			val += fmt.Sprintf("; Subscribe delivered %d events (%d forks, %d lost); captured %s", mid.rep.Delivered, mid.rep.DeliveredForks, mid.rep.SubLost, mid.captured())
 		}
+		if v.run.args.CaptureUsage {
+			s, got := usageShare(mid.rep)
+			val += "; " + s
+			ok = ok && got
+		}
 		val += fmt.Sprintf("; storm: %d children forked at %.0f/s", mid.children, mid.rate())
-		t.load = strings.Join(v.loads, "/")
-		t.add(3, v.name, val, fmt.Sprintf("≤ %.1fx forkstat", v.target), verdict(ratio <= v.target))
+		if v.err != nil {
+			val += fmt.Sprintf("; then failed (left out of the later rounds): %v", v.err)
+		}
+		t.add(3, v.name, val, targetOf(v), verdict(ok))
 	}
 	t.add(3, "anchor: forkstat -q beside the library rows (utime+stime from /proc, 10 ms ticks)",
 		fmt.Sprintf("**%s per event** (median of %d storms, %d storm events each)", us(median(fsPer)), len(fsPer), stormEvents(bs.opt.children)), "(the anchor)", "—")
-	return bs.stormCLI(t)
+	err = bs.stormCLI(t)
+	if len(failed) > 0 {
+		// Each failed variant's row says why; the section counts as failed.
+		err = errors.Join(err, fmt.Errorf("%d of %d storm variants failed: %s", len(failed), len(vs), strings.Join(failed, "; ")))
+	}
+	return err
+}
+
+func targetOf(v *stormVariant) string {
+	if v.base != nil {
+		return fmt.Sprintf("≤ %.1fx the connector alone (the inside row, filter on)", v.target)
+	}
+	return fmt.Sprintf("≤ %.1fx forkstat", v.target)
+}
+
+// baseRatio compares v's CPU with its base's, round by round (the rounds
+// are round robin, so each pair ran under about the same load), and says
+// whether the median ratio is within v.target.
+func baseRatio(v *stormVariant) (string, bool) {
+	n := min(len(v.results), len(v.base.results))
+	if n == 0 {
+		return fmt.Sprintf("no ratio to the connector alone: its row failed (%v)", v.base.err), false
+	}
+	rs := make([]float64, n)
+	for i := range n {
+		rs[i] = float64(v.results[i].rep.CPU) / float64(max(v.base.results[i].rep.CPU, 1))
+	}
+	r := median(rs)
+	return fmt.Sprintf("**%.2fx the connector alone** (the inside row, filter on, in the same rounds: median of %s, %+.0f%%)", r, ratios(rs), 100*(r-1)), r <= v.target
+}
+
+// usageShare says how many of a CaptureUsage watcher's exits got a Usage,
+// and whether any did (none: the row cannot say what usage costs).
+func usageShare(rep watcherReport) (string, bool) {
+	all := rep.UsageMatched + rep.UsageMissing
+	s := fmt.Sprintf("Exit.Usage on **%s** of exits (%d matched, %d missing; %d taskstats overruns; %s)",
+		pct(int(rep.UsageMatched), int(all)), rep.UsageMatched, rep.UsageMissing, rep.Hub.UsageOverruns, rep.Usage)
+	if rep.UsageReason != "" {
+		s += "; no usage: " + rep.UsageReason
+	}
+	return s, rep.UsageMatched > 0
 }
 
 // cliRun is one pwatch (or forkstat) run on one storm.
