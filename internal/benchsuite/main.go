@@ -12,10 +12,12 @@
 //
 // Sections (see BENCHMARKS.md for what each figure means):
 //
-//  1. capture rate by shape and child lifetime, connector against polling
+//  1. capture rate by shape and child lifetime, connector against polling;
+//     names of fork+exec children at exit, Config.CaptureUsage off and on
 //  2. fork-to-delivery latency through Watcher.Subscribe
 //  3. watcher CPU per kernel event during a fork storm, inside and outside
-//     the tree, against polling at 100 ms and forkstat
+//     the tree, against polling at 100 ms and forkstat; the cost of
+//     Config.CaptureUsage against the same watcher without it
 //  4. reconcile cost: full host scans, tree-local reconcile on a 5,000
 //     process host
 //  5. idle CPU, RSS, bytes per member with 10,000 members

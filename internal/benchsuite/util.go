@@ -313,19 +313,29 @@ func (s idSet) addAll(ids []watchman.Identity) {
 func captured(recs []workload.Record, seen idSet) int {
 	n := 0
 	for _, r := range recs {
-		for d := 0; d <= 2*tracker.ApproxTolerance; d++ {
-			// 0, -1, +1, -2, +2
-			off := int64((d + 1) / 2)
-			if d%2 == 1 {
-				off = -off
-			}
-			if seen[watchman.Identity{PID: r.PID, StartTicks: uint64(int64(r.StartTicks) + off)}] {
-				n++
-				break
-			}
+		if _, ok := lookupApprox(seen, r); ok {
+			n++
 		}
 	}
 	return n
+}
+
+// lookupApprox finds r's process in m by its identity, exactly or within
+// tracker.ApproxTolerance ticks (a start derived from the fork's
+// timestamp), the nearest first.
+func lookupApprox[T any](m map[watchman.Identity]T, r workload.Record) (T, bool) {
+	for d := 0; d <= 2*tracker.ApproxTolerance; d++ {
+		// 0, -1, +1, -2, +2
+		off := int64((d + 1) / 2)
+		if d%2 == 1 {
+			off = -off
+		}
+		if v, ok := m[watchman.Identity{PID: r.PID, StartTicks: uint64(int64(r.StartTicks) + off)}]; ok {
+			return v, true
+		}
+	}
+	var zero T
+	return zero, false
 }
 
 func pct(n, of int) string {
