@@ -38,6 +38,7 @@ type Process struct {
 	results    chan readResult
 
 	killCh chan struct{} // closed by Kill
+	reaped chan struct{} // closed when the root reaped Spec.NotifyReaped processes
 
 	mu     sync.Mutex
 	gate   *os.File // write end; nil once opened or closed
@@ -90,20 +91,30 @@ func Start(spec Spec) (*Process, error) {
 		gateW.Close()
 		return nil, fmt.Errorf("workload: result pipe: %w", err)
 	}
+	reapR, reapW, err := os.Pipe()
+	if err != nil {
+		gateR.Close()
+		gateW.Close()
+		resR.Close()
+		resW.Close()
+		return nil, fmt.Errorf("workload: notification pipe: %w", err)
+	}
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, EnvMode+"=") || strings.HasPrefix(kv, envSpec+"=") || strings.HasPrefix(kv, envThreads+"=")
 	})
 	cmd := exec.Command(exe)
 	cmd.Env = append(raceEnv(env), EnvMode+"="+modeRoot, envSpec+"="+string(js))
-	cmd.ExtraFiles = []*os.File{gateR, resW} // fds 3 and 4
-	cmd.Stderr = os.Stderr                   // an *os.File: no copying goroutine
+	cmd.ExtraFiles = []*os.File{gateR, resW, reapW} // fds 3, 4 and 5
+	cmd.Stderr = os.Stderr                          // an *os.File: no copying goroutine
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
 	gateR.Close()
 	resW.Close()
+	reapW.Close()
 	if err != nil {
 		gateW.Close()
 		resR.Close()
+		reapR.Close()
 		return nil, fmt.Errorf("workload: starting root: %w", err)
 	}
 	p := &Process{
@@ -114,10 +125,19 @@ func Start(spec Spec) (*Process, error) {
 		gate:    gateW,
 		results: make(chan readResult, 1),
 		killCh:  make(chan struct{}),
+		reaped:  make(chan struct{}),
 	}
 	go func() {
 		b, err := io.ReadAll(resR)
 		p.results <- readResult{b, err}
+	}()
+	go func() {
+		// One byte when the count is reached; EOF when the root ends.
+		var one [1]byte
+		if n, _ := reapR.Read(one[:]); n == 1 {
+			close(p.reaped)
+		}
+		reapR.Close()
 	}()
 	// The root is alive (it waits at the gate), so its stat is readable.
 	if p.startTicks, err = ReadStartTicks(p.pid); err != nil {
@@ -190,6 +210,10 @@ func (p *Process) PID() int { return p.pid }
 // StartTicks returns the workload root's start time in clock ticks since
 // boot; with PID it identifies the root.
 func (p *Process) StartTicks() uint64 { return p.startTicks }
+
+// Reaped is closed once the root has reaped Spec.NotifyReaped processes
+// (never if that is 0, or the workload ends before).
+func (p *Process) Reaped() <-chan struct{} { return p.reaped }
 
 // Go opens the start gate: the root starts forking. Calling it again does
 // nothing; after Kill it returns an error.

@@ -28,6 +28,7 @@ import (
 const (
 	gateFD       = 3 // root: read end of the start gate
 	resultFD     = 4 // root: write end of the result pipe
+	reapedFD     = 5 // root: write end of the Spec.NotifyReaped pipe
 	threadsMsgFD = 3 // threads child: write end of the message pipe
 )
 
@@ -99,7 +100,8 @@ func runRoot() int {
 	}
 	syscall.CloseOnExec(gateFD)
 	syscall.CloseOnExec(resultFD)
-	res, ok := rootMain(gate)
+	syscall.CloseOnExec(reapedFD)
+	res, ok := rootMain(gate, os.NewFile(reapedFD, "reaped"))
 	if !ok {
 		return 3 // the gate was closed without opening: nothing to report
 	}
@@ -116,7 +118,7 @@ func runRoot() int {
 
 // rootMain prepares the root, waits at the gate and runs the workload. It
 // returns ok false if the gate closed without opening.
-func rootMain(gate *os.File) (*Result, bool) {
+func rootMain(gate, reaped *os.File) (*Result, bool) {
 	res := &Result{RootPID: os.Getpid()}
 	fail := func(format string, args ...any) (*Result, bool) {
 		res.Problems = append(res.Problems, fmt.Sprintf(format, args...))
@@ -142,6 +144,11 @@ func rootMain(gate *os.File) (*Result, bool) {
 		return fail("%v", err)
 	}
 	defer r.close()
+	if spec.NotifyReaped > 0 && reaped != nil {
+		r.reapedW, r.notifyAt = reaped, spec.NotifyReaped
+	} else if reaped != nil {
+		reaped.Close()
+	}
 
 	var one [1]byte
 	if n, _ := gate.Read(one[:]); n != 1 {
@@ -178,6 +185,9 @@ type root struct {
 	problems []string
 
 	statPPID []int       // parent at reaping time, parallel to res.Records
+
+	reapedW  *os.File // told once notifyAt processes are reaped (Spec.NotifyReaped)
+	notifyAt int
 	finished atomic.Bool // the run is over; stops the timeout killer
 }
 
@@ -222,7 +232,7 @@ func blockingPipe(name string) (r, w *os.File, err error) {
 
 // close closes every file newRoot opened.
 func (r *root) close() {
-	for _, f := range []*os.File{r.msgR, r.msgW, r.neverR, r.neverW, r.devNull} {
+	for _, f := range []*os.File{r.msgR, r.msgW, r.neverR, r.neverW, r.devNull, r.reapedW} {
 		if f != nil {
 			f.Close()
 		}
@@ -610,6 +620,13 @@ func (r *root) reap(pid int) {
 	}
 	r.res.Records = append(r.res.Records, rec)
 	r.statPPID = append(r.statPPID, st.PPID)
+	if r.reapedW != nil && len(r.res.Records) >= r.notifyAt {
+		if _, err := r.reapedW.Write([]byte{1}); err != nil {
+			r.problem("telling that %d processes were reaped: %v", r.notifyAt, err)
+		}
+		r.reapedW.Close()
+		r.reapedW = nil
+	}
 }
 
 // killOthers sends SIGKILL to every process in the root's process group

@@ -160,6 +160,13 @@ type Spec struct {
 	Rounds   int           // 0 means 1, or unlimited up to MaxRounds with Duration
 	Duration time.Duration // 0 means run Rounds rounds
 	Timeout  time.Duration // 0 means DefaultTimeout; counted from Go
+
+	// NotifyReaped, when positive, makes Process.Reaped close once the
+	// root has reaped that many processes: a barrier for a test whose
+	// workload keeps long-lived children (the storm is over when every
+	// short-lived one has been reaped), where no wait for quiet could
+	// tell a finished storm from a slow one.
+	NotifyReaped int
 }
 
 // Mixed returns a soak Spec: rounds of a storm, orphans, a threaded child
@@ -242,6 +249,9 @@ func (s *Spec) Validate() error {
 			}
 		}
 		return nil
+	}
+	if s.NotifyReaped < 0 {
+		return bad("NotifyReaped", "must be >= 0, got %d", s.NotifyReaped)
 	}
 	if s.Storm == nil && s.Orphans == nil && s.Chain == nil && s.Threads == nil && s.Exec == nil {
 		return bad("Spec", "no shape set (Storm, Orphans, Chain, Threads or Exec)")

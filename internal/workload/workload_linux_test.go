@@ -456,6 +456,54 @@ func TestKillWhileRunning(t *testing.T) {
 	checkNoLeftovers(t, p.PID())
 }
 
+// TestNotifyReaped: Reaped closes once the root has reaped
+// Spec.NotifyReaped processes (here every short-lived one: 30 wrappers
+// and their 30 orphans), while the long-lived children still run; a spec
+// without it never closes the channel.
+func TestNotifyReaped(t *testing.T) {
+	p := start(t, Spec{
+		Storm:        &Storm{Count: 5, Lifetime: 10 * time.Minute},
+		Orphans:      &Orphans{Count: 30},
+		NotifyReaped: 60,
+	})
+	select {
+	case <-p.Reaped():
+		t.Fatal("Reaped closed before the gate opened")
+	default:
+	}
+	if err := p.Go(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Reaped():
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Reaped did not close within 2 minutes of 60 short-lived processes")
+	}
+	if n := groupAlive(p.PID()); n != 5 {
+		t.Errorf("%d processes of the group alive once 60 were reaped, want the 5 long-lived", n)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Wait()
+	if !errors.Is(err, ErrKilled) || res == nil {
+		t.Fatalf("Wait after Kill: %v", err)
+	}
+	if len(res.Records) != 65 {
+		t.Errorf("%d records, want 65", len(res.Records))
+	}
+
+	q := start(t, Spec{Orphans: &Orphans{Count: 3}})
+	if _, err := q.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-q.Reaped():
+		t.Error("Reaped closed without Spec.NotifyReaped")
+	default:
+	}
+}
+
 func TestTimeout(t *testing.T) {
 	p := start(t, Spec{
 		Storm:   &Storm{Count: 10, Lifetime: 20 * time.Second},
@@ -496,6 +544,7 @@ func TestInvalidSpec(t *testing.T) {
 		{"Storm.Rate", Spec{Storm: &Storm{Count: 100, Rate: 1}, Timeout: time.Second}},
 		{"Storm.Mode", Spec{Storm: &Storm{Count: 1, Mode: 7}}},
 		{"Storm.SignalEvery", Spec{Storm: &Storm{Count: 1, SignalEvery: -2}}},
+		{"NotifyReaped", Spec{Orphans: &Orphans{Count: 1}, NotifyReaped: -1}},
 		{"Storm.Signal", Spec{Storm: &Storm{Count: 1, SignalEvery: 1, Signal: syscall.SIGSTOP}}},
 		{"Storm.Signal", Spec{Storm: &Storm{Count: 1, SignalEvery: 1, Signal: 99}}},
 		{"Orphans.Code", Spec{Orphans: &Orphans{Count: 1, Code: 256}}},
