@@ -184,7 +184,7 @@ type root struct {
 	notes    map[int][]wireMsg      // threads and comm messages by PID
 	problems []string
 
-	statPPID []int       // parent at reaping time, parallel to res.Records
+	statPPID []int // parent at reaping time, parallel to res.Records
 
 	reapedW  *os.File // told once notifyAt processes are reaped (Spec.NotifyReaped)
 	notifyAt int
