@@ -170,6 +170,39 @@ func TestRepairWaitsForDequeuedExit(t *testing.T) {
 	}
 }
 
+// A look finds a member reaped before the kernel queued its exit event
+// (do_exit wakes the parent, which reaps, before it sends the event): the
+// repair waits (exitGrace) before it queues its barrier, so the event
+// sent meanwhile is applied first and the exit keeps the kernel's status.
+// Both looks: the tree-local walk and the host scan.
+func TestRepairWaitsForExitSentAfterReap(t *testing.T) {
+	for _, full := range []bool{false, true} {
+		fw := newFakeWorld(t)
+		w := fw.attach(Config{ReconcileInterval: -1})
+		mustPoll(t, w)
+		reached, release := make(chan struct{}), make(chan struct{})
+		w.run.rep.graceHook = func() { close(reached); <-release }
+		fw.host.Remove(101)
+		done := make(chan error, 1)
+		go func() { done <- w.reconcile(full, 0) }()
+		select {
+		case <-reached: // the look saw 101 gone; its barrier is not queued
+		case err := <-done:
+			t.Fatalf("full %v: the repair applied its look without waiting for a late exit event (%v)", full, err)
+		}
+		fw.emit(exitEv(101, 101, 5<<8))
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		fw.sync()
+		s := mustPoll(t, w)
+		if len(s.Delta.Exited) != 1 || !s.Delta.Exited[0].StatusKnown || s.Delta.Exited[0].Code != 5 || s.Repairs != 0 {
+			t.Errorf("full %v: exit %+v repairs %d: want the kernel's status 5, no repair", full, s.Delta.Exited, s.Repairs)
+		}
+	}
+}
+
 // With no descriptors left (EMFILE), the tree-local check cannot read
 // /proc: the members and the root stay, and the check says how many it
 // could not read.

@@ -344,6 +344,8 @@ type repairer struct {
 	stop   chan struct{}
 	done   chan struct{}
 
+	graceHook func() // replaces the wait of exitGrace in tests
+
 	scanMu  sync.Mutex // guards the host scan shared by the watchers
 	scanner *reconcile.Scanner
 	last    *hostScan
@@ -504,6 +506,9 @@ func (rp *repairer) fullRepair(ws []*Watcher, since time.Time, repair bool) erro
 // queued until now has been applied, and waits for that.
 func (rp *repairer) applyAfterQueued(ws []*Watcher, hs *hostScan, repair bool) {
 	h := rp.r.h
+	if repair && showsGone(ws, hs) {
+		rp.waitGrace()
+	}
 	// The overruns since the look started are the epochs it cannot vouch
 	// for (tracker.ScanOptions.Epoch).
 	epochAt := func(tr *tracker.Tracker) uint64 {
@@ -525,6 +530,74 @@ func (rp *repairer) applyAfterQueued(ws []*Watcher, hs *hostScan, repair bool) {
 	})
 }
 
+// exitGrace is how long a repair that would remove members waits before
+// it queues its barrier. The kernel sends a process's exit event after it
+// made the process a zombie and woke its parent (do_exit calls
+// exit_notify before proc_exit_connector), so a look can find a member a
+// zombie, or already reaped, before its exit event is queued; applied at
+// once, the look would remove it without its status (a repair, and a
+// synthetic exit that the event upgrades later). The exiting task sends
+// the event microseconds later unless it is preempted in between (a busy
+// CI machine did that), so the wait lets it be queued before the barrier.
+const exitGrace = 50 * time.Millisecond
+
+// membersAndRoot returns w's members and its root while it lives (also
+// without Config.IncludeRoot). The caller holds w.mu.
+func (w *Watcher) membersAndRoot() []*tracker.Proc {
+	members := w.tr.Members(nil)
+	if !w.cfg.IncludeRoot {
+		if p, ok := w.tr.Member(w.root.PID); ok {
+			members = append(members, p)
+		}
+	}
+	return members
+}
+
+// waitGrace waits exitGrace (tests hold it with graceHook), or until the
+// hub closes.
+func (rp *repairer) waitGrace() {
+	if rp.graceHook != nil {
+		rp.graceHook()
+		return
+	}
+	select {
+	case <-time.After(exitGrace):
+	case <-rp.stop:
+	case <-rp.r.done:
+	}
+}
+
+// showsGone reports whether a look shows a member of one of ws exited or
+// gone.
+func showsGone(ws []*Watcher, hs *hostScan) bool {
+	if hs.walk != nil {
+		for i := range hs.walk.Results {
+			r := &hs.walk.Results[i]
+			if !r.Found && (r.Status == reconcile.StatusExited || r.Status == reconcile.StatusGone) {
+				return true
+			}
+		}
+		return false
+	}
+	live := make(map[int]uint64, len(hs.entries))
+	for i := range hs.entries {
+		if e := &hs.entries[i]; e.Live {
+			live[e.PID] = e.StartTicks
+		}
+	}
+	for _, w := range ws {
+		w.mu.Lock()
+		members := w.membersAndRoot()
+		w.mu.Unlock()
+		for _, p := range members {
+			if ticks, ok := live[p.ID.PID]; !ok || !tracker.SameStart(p.ID.StartTicks, ticks, p.Approx) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // afterQueued runs fn on the writer once every event queued until now
 // has been applied, and waits for it (or for the hub to close).
 func (rp *repairer) afterQueued(fn func(*writer)) {
@@ -544,12 +617,7 @@ func (rp *repairer) afterQueued(fn func(*writer)) {
 // It fails with reconcile.ErrNoChildrenFiles on a kernel without them.
 func (w *Watcher) walkTree(sc *reconcile.Scanner, wk *reconcile.Walk, hs *hostScan, overruns uint64) (int, error) {
 	w.mu.Lock()
-	members := w.tr.Members(nil)
-	if !w.cfg.IncludeRoot {
-		if p, ok := w.tr.Member(w.root.PID); ok {
-			members = append(members, p)
-		}
-	}
+	members := w.membersAndRoot()
 	ms := make([]reconcile.Member, len(members))
 	known := make(map[int]tracker.Entry, len(members))
 	for i, p := range members {
