@@ -422,6 +422,12 @@ func (c *Conn) subscribe(ack uint32) error {
 		case errors.Is(err, syscall.ENOBUFS):
 			c.overruns.Add(1)
 			c.pendingOverrun = true
+		case errors.Is(err, os.ErrDeadlineExceeded) && c.lostToOverrun():
+			// The queue overflowed (a small buffer on a busy host): the
+			// acknowledgement, or the probe marker, was dropped with other
+			// messages. Events reached the socket, so the connector works;
+			// the drop is reported by the first Receive.
+			c.ackSeen, c.probing = true, false
 		case errors.Is(err, os.ErrDeadlineExceeded) && c.ackSeen:
 			return &OpError{Op: "listen", Err: err, Detail: fmt.Sprintf(
 				"the socket's own probe marker did not come back within %v", c.ackTimeout)}
@@ -462,6 +468,19 @@ func (c *Conn) subscribe(ack uint32) error {
 		}
 	}
 	return nil
+}
+
+// lostToOverrun reports whether the socket dropped messages since it was
+// set up (an ENOBUFS, or with NoENOBUFS the kernel's drop counter).
+func (c *Conn) lostToOverrun() bool {
+	if c.pendingOverrun {
+		return true
+	}
+	if !c.noENOBUFS {
+		return false
+	}
+	mi, err := c.MemInfo()
+	return err == nil && mi.Drops != c.drops
 }
 
 func sendError(op string, err error) error {

@@ -212,6 +212,33 @@ func TestAckTimeout(t *testing.T) {
 	}
 }
 
+// TestAckLostToOverrun: on a busy host a small queue can fill before the
+// kernel's acknowledgement of LISTEN is queued, which is then dropped.
+// Events reached the socket, so the connector works: Dial succeeds, and
+// the first Receive reports the drop with the events that fit. A kernel
+// that stays silent without dropping anything is still ErrNotSupported
+// (TestAckTimeout).
+func TestAckLostToOverrun(t *testing.T) {
+	for _, noENOBUFS := range []bool{true, false} {
+		k := connectortest.NewKernel()
+		k.SetCapacity(4)
+		var before []connector.Event
+		for i := range 10 {
+			before = append(before, fork(1, int32(100+i)))
+		}
+		k.SetListen(connectortest.ListenBehavior{Before: before})
+		c, err := k.Dial(&connector.Config{AckTimeout: 20 * time.Millisecond, NoENOBUFS: noENOBUFS})
+		if err != nil {
+			t.Fatalf("NoENOBUFS %v: Dial = %v, want success: the acknowledgement was lost to an overrun", noENOBUFS, err)
+		}
+		evs, err := c.Receive(make([]connector.Event, 0, connector.MaxBatch))
+		if !errors.Is(err, connector.ErrOverrun) || len(evs) != 4 {
+			t.Errorf("NoENOBUFS %v: first Receive = %d events, %v; want the 4 that fit and ErrOverrun", noENOBUFS, len(evs), err)
+		}
+		c.Close()
+	}
+}
+
 // forger is a socket on which a user-space process answers every request
 // with a forged acknowledgement carrying the right ack number.
 type forger struct{ *connectortest.Kernel }
