@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -278,6 +279,44 @@ func TestUsageFlag(t *testing.T) {
 		stdout, _, _ := runPwatch(cmd, "--help")
 		if !strings.Contains(stdout, "--usage") || !strings.Contains(stdout, "taskstats") {
 			t.Errorf("%s --help does not document --usage:\n%s", cmd, stdout)
+		}
+	}
+}
+
+// TestCoalesceFlag: --coalesce gives the watcher a hub of its own that
+// holds events that long (5 ms by default); 0 leaves the library's
+// default (a private hub); a negative value is a usage error.
+func TestCoalesceFlag(t *testing.T) {
+	for _, tt := range []struct {
+		args    []string
+		want    time.Duration
+		withHub bool
+	}{{nil, defaultCoalesce, true}, {[]string{"--coalesce=2ms"}, 2 * time.Millisecond, true}, {[]string{"--coalesce=0"}, 0, false}} {
+		var of outputFlags
+		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+		of.register(fs, false)
+		if err := fs.Parse(tt.args); err != nil {
+			t.Fatal(err)
+		}
+		of.pollInterval = time.Second
+		if err := of.check(); err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		var cfg watchman.Config
+		of.apply(&cfg)
+		if of.coalesce != tt.want || (cfg.Hub != nil) != tt.withHub {
+			t.Errorf("%v: coalesce %v (want %v), hub %v (want one: %v)", tt.args, of.coalesce, tt.want, cfg.Hub, tt.withHub)
+		}
+	}
+	of := outputFlags{pollInterval: time.Second, coalesce: -time.Millisecond}
+	var ue usageError
+	if err := of.check(); !errors.As(err, &ue) {
+		t.Errorf("--coalesce=-1ms: check = %v, want a usage error", err)
+	}
+	for _, cmd := range []string{"run", "watch"} {
+		stdout, _, _ := runPwatch(cmd, "--help")
+		if !strings.Contains(stdout, "--coalesce") {
+			t.Errorf("%s --help does not document --coalesce:\n%s", cmd, stdout)
 		}
 	}
 }
