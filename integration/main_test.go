@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envForker) != "" {
 		os.Exit(forkerMain()) // a root that forks on request
 	}
+	if os.Getenv(envStopper) != "" {
+		os.Exit(stopperMain()) // stops a process until its sockets overflow
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -27,26 +27,25 @@ func overrunSpec() workload.Spec {
 		Storm:   &workload.Storm{Count: longLived, Lifetime: 10 * time.Minute},
 		Orphans: &workload.Orphans{Count: 3000},
 		Timeout: 15 * time.Minute,
+		// Every short-lived process: the barrier of waitStormOver.
+		NotifyReaped: 2 * 3000,
 	}
 }
 
 // overrunProcesses is the number of processes overrunSpec makes.
 const overrunProcesses = longLived + 2*3000
 
-// quiet tells when a count has stopped changing for a while: the storm is
-// over once the tree's additions stop. The workload's ground truth later
-// confirms that every process had been made (checkStormOver).
-type quiet struct {
-	n     int
-	since time.Time
-}
-
-func (q *quiet) settled(n int) bool {
-	if n != q.n || q.since.IsZero() {
-		q.n, q.since = n, time.Now()
-		return false
+// waitStormOver waits until the workload's root has reaped every
+// short-lived process of overrunSpec (Spec.NotifyReaped): the storm is
+// over, and only the long-lived children remain. The bound only limits a
+// failure: a storm ran at 60 processes a second on a loaded VM.
+func waitStormOver(t *testing.T, p *workload.Process) {
+	t.Helper()
+	select {
+	case <-p.Reaped():
+	case <-time.After(10 * time.Minute):
+		t.Fatalf("the storm's %d short-lived processes were not all reaped within 10 minutes", overrunProcesses-longLived)
 	}
-	return time.Since(q.since) >= 500*time.Millisecond
 }
 
 // checkStormOver fails the test if the workload had not made all its
@@ -130,7 +129,7 @@ func consume(sub *watchman.Subscription, pause time.Duration, tally *eventTally,
 
 // TestIntegrationOverrunTinyBuffer forces overruns with a 4 KiB receive
 // buffer (the kernel doubles it: a dozen messages) during a storm of 6,000
-// processes, with one subscriber that drains its channel and one slow
+// processes (this process is stopped until the kernel drops), with one subscriber that drains its channel and one slow
 // consumer. Every kernel drop must be accounted for (Hub.Stats().Lost equals
 // the socket's drop counter in /proc/net/netlink), every overrun reported
 // in Snapshot.Overruns, WatcherStats and as an EventLost{Overrun}; after the
@@ -171,16 +170,22 @@ func TestIntegrationOverrunTinyBuffer(t *testing.T) {
 		added += len(s.Delta.Added)
 		return s
 	}
-	var q quiet
 	if err := p.Go(); err != nil {
 		t.Fatal(err)
 	}
+	// The reader may keep up with a storm (it did in CI), so this process
+	// is stopped until the kernel has dropped events.
+	if !eventually(30*time.Second, func() bool { return len(groupMembers(t, p.PID())) > 0 }) {
+		t.Fatal("the storm does not start")
+	}
+	stopUntilDropped(t, os.Getpid(), 300*time.Millisecond, true)
+	waitStormOver(t, p)
 	var truth, got []int
 	if !eventually(60*time.Second, func() bool {
 		poll()
 		var ok bool
 		truth, got, ok = stableTruth(t, p.PID(), w.LivePIDs)
-		return q.settled(added) && ok && len(truth) == longLived && slices.Equal(truth, got)
+		return ok && len(truth) == longLived && slices.Equal(truth, got)
 	}) {
 		t.Fatalf("after the storm the watcher has %d live, /proc %d (want %d): missing %v, extra %v",
 			len(got), len(truth), longLived, diff(truth, got), diff(got, truth))
@@ -207,9 +212,9 @@ func TestIntegrationOverrunTinyBuffer(t *testing.T) {
 		t.Fatalf("kernel drops %d; hub %+v (before subscribing %+v, after %+v); watcher overruns %d; Snapshot.Overruns summed %d; overrun markers %d (lost %d)",
 			drops, hs, before, after, ws.Overruns, snapOverruns, ft.overruns, ft.overrunLost)
 	}
-	if repairs == 0 {
-		t.Error("overruns lost events but no reconcile repaired anything")
-	}
+	// Repairs are not asserted: the lost events may all be of processes
+	// that lived and died within the stop, which need none. What the lost
+	// events would have changed is covered by the live set's equality.
 
 	res := killWorkload(t, p)
 	checkStormOver(t, res)
@@ -251,7 +256,7 @@ func diff(a, b []int) []int {
 // TestIntegrationOverrunWatcherStopped stops a whole watcher process (the
 // test binary re-executed, two watchers: one on a shared hub, one on a
 // private one) with SIGSTOP for 500 ms during a storm, then SIGCONT. With
-// an 8 KiB buffer the kernel must drop events, and every drop must be
+// an 8 KiB buffer it stays stopped until the kernel dropped events, and every drop must be
 // detected and repaired (64 KiB no longer overflowed in CI once the kernel
 // tree filter kept the host's other events out of the socket, at this
 // VM's 500-700 forks/s); with the default 4 MiB buffer, drops are either
@@ -276,27 +281,24 @@ func TestIntegrationOverrunWatcherStopped(t *testing.T) {
 			if !eventually(30*time.Second, func() bool { return len(groupMembers(t, p.PID())) > 0 }) {
 				t.Fatal("the storm does not start")
 			}
-			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(500 * time.Millisecond)
-			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-				t.Fatal(err)
-			}
+			stopUntilDropped(t, pid, 500*time.Millisecond, tc.mustDrop)
 
+			waitStormOver(t, p)
 			var rep procReport
 			var truth []int
-			var q quiet
+			var stable bool
 			if !eventually(60*time.Second, func() bool {
-				var ok bool
 				var got []int
-				truth, got, ok = stableTruth(t, p.PID(), func() []int {
+				truth, got, stable = stableTruth(t, p.PID(), func() []int {
 					rep = wp.report(t, "report")
 					return rep.Watchers[0].Live
 				})
-				return q.settled(rep.Watchers[0].Added) && ok && len(truth) == longLived && slices.Equal(truth, got) && slices.Equal(truth, rep.Watchers[1].Live)
+				return stable && len(truth) == longLived && slices.Equal(truth, got) && slices.Equal(truth, rep.Watchers[1].Live)
 			}) {
-				t.Fatalf("after the storm /proc has %d, the watchers %d and %d", len(truth), len(rep.Watchers[0].Live), len(rep.Watchers[1].Live))
+				w0, w1 := rep.Watchers[0].Live, rep.Watchers[1].Live
+				t.Fatalf("after the storm /proc has %d (stable %t), the watchers %d and %d; watcher 0 extra %s missing %v; watcher 1 extra %s missing %v; their lines %v",
+					len(truth), stable, len(w0), len(w1), describePIDs(diff(w0, truth)), diff(truth, w0), describePIDs(diff(w1, truth)), diff(truth, w1),
+					wp.historyOf(append(diff(w0, truth), diff(w1, truth)...)))
 			}
 			var drops uint64
 			var hubLost, hubOverruns uint64

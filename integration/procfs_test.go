@@ -2,11 +2,15 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,6 +51,26 @@ func groupMembers(t testing.TB, pgid int) []int {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// describePIDs says what /proc shows of each pid: its stat fields that
+// matter to membership, or the error reading them.
+func describePIDs(pids []int) string {
+	var b strings.Builder
+	b.WriteString("[")
+	for i, pid := range pids {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		st, err := workload.ReadStat(pid)
+		if err != nil {
+			fmt.Fprintf(&b, "%d(%v)", pid, err)
+			continue
+		}
+		fmt.Fprintf(&b, "%d(state %c ppid %d pgrp %d start %d comm %q)", pid, st.State, st.PPID, st.PGRP, st.StartTicks, st.Comm)
+	}
+	b.WriteString("]")
+	return b.String()
 }
 
 // stableTruth reads groupMembers twice around get and returns both when
@@ -93,9 +117,24 @@ func connectorSockets(t testing.TB, pid int) []netlinkSocket {
 			}
 		}
 	}
-	f, err := os.Open("/proc/net/netlink")
+	all, err := readNetlink()
 	if err != nil {
 		t.Fatal(err)
+	}
+	var out []netlinkSocket
+	for _, s := range all {
+		if s.Protocol == netlinkConnector && inodes[s.Inode] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// readNetlink parses /proc/net/netlink.
+func readNetlink() ([]netlinkSocket, error) {
+	f, err := os.Open("/proc/net/netlink")
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	var out []netlinkSocket
@@ -113,18 +152,13 @@ func connectorSockets(t testing.TB, pid int) []netlinkSocket {
 		s.Rmem, err3 = strconv.ParseUint(fs[4], 10, 64)
 		s.Drops, err4 = strconv.ParseUint(fs[8], 10, 64)
 		s.Inode, err5 = strconv.ParseUint(fs[9], 10, 64)
-		if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil {
-			t.Fatalf("/proc/net/netlink: cannot parse %q", sc.Text())
+		if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+			return nil, fmt.Errorf("/proc/net/netlink: cannot parse %q: %w", sc.Text(), err)
 		}
 		s.Port = uint32(port)
-		if s.Protocol == netlinkConnector && inodes[s.Inode] {
-			out = append(out, s)
-		}
+		out = append(out, s)
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return out, sc.Err()
 }
 
 // kernelDrops sums the kernel's drop counters of pid's connector sockets.
@@ -179,5 +213,85 @@ func eventually(d time.Duration, cond func() bool) bool {
 			return false
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// envStopper makes the test binary a stopper (stopperMain).
+const envStopper = "PWATCH_TEST_STOPPER"
+
+// stopSpec is what a stopper does: stop PID for at least Min, then until
+// every socket in Drops (inode: drop count before the stop) has dropped
+// more, or Max has passed.
+type stopSpec struct {
+	PID      int
+	Min, Max time.Duration
+	Drops    map[uint64]uint64
+}
+
+// stopperMain stops a process with SIGSTOP until its connector sockets
+// overflowed; it always sends SIGCONT. It is a process of its own so that
+// a test can stop itself. It exits 1 if the sockets did not drop by Max.
+func stopperMain() int {
+	var spec stopSpec
+	if err := json.Unmarshal([]byte(os.Getenv(envStopper)), &spec); err != nil {
+		fmt.Fprintln(os.Stderr, "stopper:", err)
+		return 2
+	}
+	if err := syscall.Kill(spec.PID, syscall.SIGSTOP); err != nil {
+		fmt.Fprintln(os.Stderr, "stopper:", err)
+		return 2
+	}
+	defer syscall.Kill(spec.PID, syscall.SIGCONT)
+	start := time.Now()
+	time.Sleep(spec.Min)
+	for {
+		socks, err := readNetlink()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "stopper:", err)
+			return 2
+		}
+		dropped := 0
+		for _, s := range socks {
+			if before, ok := spec.Drops[s.Inode]; ok && s.Drops > before {
+				dropped++
+			}
+		}
+		if dropped == len(spec.Drops) {
+			return 0
+		}
+		if time.Since(start) > spec.Max {
+			fmt.Fprintf(os.Stderr, "stopper: %d of %d sockets dropped in %v\n", dropped, len(spec.Drops), spec.Max)
+			return 1
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stopUntilDropped stops process pid (this test's own process too) with
+// SIGSTOP for at least min; with mustDrop, it stays stopped until each of
+// pid's connector sockets has dropped events (the kernel's counter in
+// /proc/net/netlink), so that an overrun is certain however slow the
+// machine, and fails the test if that did not happen within a minute.
+func stopUntilDropped(t *testing.T, pid int, min time.Duration, mustDrop bool) {
+	t.Helper()
+	spec := stopSpec{PID: pid, Min: min, Max: min, Drops: map[uint64]uint64{}}
+	if mustDrop {
+		spec.Max = time.Minute
+		for _, s := range connectorSockets(t, pid) {
+			spec.Drops[s.Inode] = s.Drops
+		}
+		if len(spec.Drops) == 0 {
+			t.Fatalf("process %d has no connector socket to overflow", pid)
+		}
+	}
+	js, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), envStopper+"="+string(js))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("stopper: %v: %s", err, out)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -272,9 +273,10 @@ type watchProc struct {
 	ready   chan struct{}
 	readErr chan error
 
-	mu    sync.Mutex
-	added []map[watchman.Identity]bool
-	exits []map[watchman.Identity]exitLine
+	mu      sync.Mutex
+	history map[int][]string // every A and X line of each PID, with when it came, for failure messages
+	added   []map[watchman.Identity]bool
+	exits   []map[watchman.Identity]exitLine
 }
 
 // startWatchProc starts a watcher process and waits until its watchers
@@ -298,7 +300,7 @@ func startWatchProc(t *testing.T, spec watchProcSpec) *watchProc {
 	}
 	p := &watchProc{
 		cmd: cmd, stdin: stdin, reports: make(chan procReport, 1), ready: make(chan struct{}),
-		readErr: make(chan error, 1),
+		readErr: make(chan error, 1), history: map[int][]string{},
 	}
 	for range spec.Watchers {
 		p.added = append(p.added, map[watchman.Identity]bool{})
@@ -331,6 +333,14 @@ func (p *watchProc) read(r io.Reader) {
 	var err error
 	for sc.Scan() {
 		line := sc.Text()
+		if line[0] == 'A' || line[0] == 'X' {
+			stamped := time.Now().Format("15:04:05.000 ") + line
+			var w, pid int
+			fmt.Sscanf(line[2:], "%d %d", &w, &pid)
+			p.mu.Lock()
+			p.history[pid] = append(p.history[pid], stamped)
+			p.mu.Unlock()
+		}
 		switch {
 		case line == "READY":
 			close(p.ready)
@@ -404,6 +414,18 @@ func (p *watchProc) stop(t *testing.T) {
 	if err := p.cmd.Wait(); err != nil {
 		t.Errorf("watcher process: %v", err)
 	}
+}
+
+// historyOf returns every A and X line the watcher process wrote of the
+// pids.
+func (p *watchProc) historyOf(pids []int) map[int][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[int][]string, len(pids))
+	for _, pid := range pids {
+		out[pid] = slices.Clone(p.history[pid])
+	}
+	return out
 }
 
 // snapshot returns copies of what watcher w added and saw exit.
