@@ -311,6 +311,10 @@ type writer struct {
 	nextMark uint32
 	drained  []func() // barriers that wait for an empty queue (no markers)
 
+	// lateExits are the recent exits of processes that were no member
+	// when their event was applied (lateExit).
+	lateExits map[int]lateExit
+
 	checks []exitCheck       // this batch's processes to observe
 	chs    []tracker.Change  // scratch
 	ws     []*Watcher        // scratch
@@ -329,14 +333,15 @@ type exitCheck struct {
 
 func newWriter(r *hubRun) *writer {
 	return &writer{
-		r:       r,
-		h:       r.h,
-		filter:  r.filter,
-		scanner: r.fs.NewScanner(),
-		idx:     make(map[int][]*Watcher),
-		prov:    make(map[int][]*Watcher),
-		marks:   make(map[uint32]func()),
-		evs:     make([]connector.Event, 0, connector.MaxBatch),
+		r:         r,
+		h:         r.h,
+		filter:    r.filter,
+		scanner:   r.fs.NewScanner(),
+		idx:       make(map[int][]*Watcher),
+		prov:      make(map[int][]*Watcher),
+		marks:     make(map[uint32]func()),
+		lateExits: make(map[int]lateExit),
+		evs:       make([]connector.Event, 0, connector.MaxBatch),
 	}
 }
 
@@ -360,8 +365,10 @@ func (wr *writer) run() {
 			wr.dispatch(evs)
 		}
 		wr.checkExits()
+		now := time.Now()
+		wr.prune(now) // before flushDrops: pruneProv queues removals
 		wr.flushDrops()
-		wr.filterTick(time.Now())
+		wr.filterTick(now)
 		var drop *connector.DropError
 		switch {
 		case err == nil:
@@ -640,6 +647,9 @@ func (wr *writer) onExit(ev *connector.Event, clk *clocks) {
 		wr.ws = lookup(wr.prov, tgid, wr.ws)
 	}
 	if len(wr.ws) == 0 {
+		if tid == tgid {
+			wr.noteLateExit(tgid, ev, clk)
+		}
 		wr.filterStranger(tgid)
 		return
 	}
@@ -648,6 +658,71 @@ func (wr *writer) onExit(ev *connector.Event, clk *clocks) {
 		wr.apply(w, func(tr *tracker.Tracker) {
 			if tr.ExitTask(tid, tgid, int(ev.ParentTGID), ev.ExitStatus, at, time.Duration(ev.Timestamp)) {
 				wr.checks = append(wr.checks, exitCheck{w: w, pid: tgid})
+			}
+		})
+	}
+}
+
+// lateExit is the exit of a process that was no member of any tree when
+// its event was applied. A look at /proc (a scan or walk, Attach's
+// included) may have seen it alive under a member before it exited, and
+// is applied after its exit event (behind a barrier): the look adds it,
+// and the exit, applied before, would be lost, leaving a member that is
+// gone until the next check removes it without its status. The writer
+// keeps these exits for lateExitMemory and applies them to the processes
+// a look just added (applyLateExits).
+type lateExit struct {
+	ppid   int
+	status uint32
+	at     time.Time
+	kernel time.Duration
+}
+
+// lateExitMemory is how long the writer keeps a lateExit: longer than a
+// look can take to be applied, and than a host scan is shared for (the
+// ReconcileInterval, 2 s by default).
+const lateExitMemory = 10 * time.Second
+
+// maxLateExits bounds lateExits (a host storm with the kernel filter off
+// sends every exit of the host to the writer); the oldest go first.
+const maxLateExits = 1 << 16
+
+func (wr *writer) noteLateExit(pid int, ev *connector.Event, clk *clocks) {
+	if len(wr.lateExits) >= maxLateExits {
+		wr.pruneLateExits(time.Now().Add(-lateExitMemory / 10))
+	}
+	wr.lateExits[pid] = lateExit{ppid: int(ev.ParentTGID), status: ev.ExitStatus, at: clk.wallOf(ev.Timestamp), kernel: time.Duration(ev.Timestamp)}
+}
+
+// pruneLateExits forgets the exits older than before.
+func (wr *writer) pruneLateExits(before time.Time) {
+	for pid, x := range wr.lateExits {
+		if x.at.Before(before) {
+			delete(wr.lateExits, pid)
+		}
+	}
+}
+
+// applyLateExits applies to w the exits, applied before the look hs was,
+// of processes the look just added to w's tree: it saw them alive, so
+// they exited after it looked, with the status the kernel gave.
+func (wr *writer) applyLateExits(w *Watcher, hs *hostScan) {
+	if len(wr.lateExits) == 0 {
+		return
+	}
+	var exited []int
+	w.mu.Lock()
+	for pid, x := range wr.lateExits {
+		if p, ok := w.tr.Member(pid); ok && p.FirstSeen.Equal(hs.start) && !x.at.Before(hs.start.Add(-scanMargin)) {
+			exited = append(exited, pid)
+		}
+	}
+	w.mu.Unlock()
+	for _, pid := range exited {
+		x := wr.lateExits[pid]
+		wr.apply(w, func(tr *tracker.Tracker) {
+			if tr.ExitTask(pid, pid, x.ppid, x.status, x.at, x.kernel) {
+				wr.checks = append(wr.checks, exitCheck{w: w, pid: pid})
 			}
 		})
 	}
@@ -678,10 +753,17 @@ func (wr *writer) checkExits() {
 			wr.apply(c.w, func(tr *tracker.Tracker) { tr.ConfirmExits(o, time.Now()) })
 		}
 	})
-	if now := time.Now(); now.Sub(wr.pruned) > time.Second {
-		wr.pruned = now
-		wr.pruneProv()
+}
+
+// prune forgets, once a second, the provisional PIDs no tracker waits for
+// and the late exits no look can need.
+func (wr *writer) prune(now time.Time) {
+	if now.Sub(wr.pruned) < time.Second {
+		return
 	}
+	wr.pruned = now
+	wr.pruneProv()
+	wr.pruneLateExits(now.Add(-lateExitMemory))
 }
 
 // pruneProv forgets the provisional PIDs the trackers no longer wait for.

@@ -203,6 +203,38 @@ func TestRepairWaitsForExitSentAfterReap(t *testing.T) {
 	}
 }
 
+// A look sees 105 alive under member 101 (its fork event was lost); 105
+// exits, and its exit event is applied (to no tree: 105 is no member yet)
+// before the look is. The look must not leave 105 a member that is gone:
+// it joins and exits with the kernel's status. Both looks.
+func TestLookAppliedAfterChildExit(t *testing.T) {
+	for _, full := range []bool{false, true} {
+		fw := newFakeWorld(t)
+		w := fw.attach(Config{ReconcileInterval: -1})
+		mustPoll(t, w)
+		t105 := ticks()
+		fw.host.Set(fakeproc.Proc{PID: 105, PPID: 101, Comm: "x", StartTicks: t105})
+		w.run.rep.beforeBarrier = func() {
+			fw.host.Remove(105)
+			fw.emit(exitEv(105, 105, 6<<8))
+			fw.sync()
+		}
+		if err := w.reconcile(full, 0); err != nil {
+			t.Fatal(err)
+		}
+		fw.sync()
+		s := mustPoll(t, w)
+		if slices.Contains(s.PIDs(), 105) {
+			t.Fatalf("full %v: 105 exited before the look was applied, yet it is live: %v", full, s.PIDs())
+		}
+		i := slices.IndexFunc(s.Delta.Exited, func(x Exit) bool { return x.PID == 105 })
+		if !slices.ContainsFunc(s.Delta.Added, func(id Identity) bool { return id.PID == 105 }) || i < 0 ||
+			!s.Delta.Exited[i].StatusKnown || s.Delta.Exited[i].Code != 6 {
+			t.Errorf("full %v: added %v, exited %+v; want 105 added and exited with the kernel's code 6", full, s.Delta.Added, s.Delta.Exited)
+		}
+	}
+}
+
 // With no descriptors left (EMFILE), the tree-local check cannot read
 // /proc: the members and the root stay, and the check says how many it
 // could not read.

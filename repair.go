@@ -344,7 +344,8 @@ type repairer struct {
 	stop   chan struct{}
 	done   chan struct{}
 
-	graceHook func() // replaces the wait of exitGrace in tests
+	graceHook     func() // replaces the wait of exitGrace in tests
+	beforeBarrier func() // tests: runs after a look, before its barrier is queued
 
 	scanMu  sync.Mutex // guards the host scan shared by the watchers
 	scanner *reconcile.Scanner
@@ -519,9 +520,13 @@ func (rp *repairer) applyAfterQueued(ws []*Watcher, hs *hostScan, repair bool) {
 	for _, w := range ws {
 		pre = append(pre, rp.preAdd(w, hs)...)
 	}
+	if rp.beforeBarrier != nil {
+		rp.beforeBarrier()
+	}
 	rp.afterQueued(func(wr *writer) {
 		for _, w := range ws {
 			w.applyScan(hs, repair, epochAt, wr)
+			wr.applyLateExits(w, hs)
 		}
 		wr.filter.unpend(pre)
 		for _, pid := range pre {
