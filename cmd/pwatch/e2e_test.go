@@ -280,23 +280,40 @@ func TestRunTree(t *testing.T) {
 
 func TestRunLeftBehind(t *testing.T) {
 	dir := t.TempDir()
-	events := filepath.Join(dir, "f.jsonl")
+	events, hold := filepath.Join(dir, "f.jsonl"), filepath.Join(dir, "hold")
+	// The process left behind is a cat that reads a pipe the test holds:
+	// it cannot end before the test lets it go, once pwatch has exited.
+	// (Nor does it hold pwatch's output pipes, which the test reads to
+	// their end.) The root exits once pwatch has recorded the cat's
+	// command line in --events (its exec event, or in polling mode a scan
+	// after the exec): the kernel sets the new comm before the exec event
+	// is sent, so seeing "cat" in /proc/PID/comm is not enough.
+	letGo := heldPipe(t, hold)
 	r := runBin(t, "run", "--events", events, "--", "sh", "-c",
-		// The root exits once the sleeper has exec'd, so that the
-		// sleeper's command line is known.
-		`sleep 0.3 & p=$!; until [ "$(cat /proc/$p/comm)" = sleep ]; do sleep 0.001; done; echo $p; exit 0`)
+		`cat - <"$0" >/dev/null 2>&1 & p=$!
+until grep -q "\"pid\":$p,.*\"cmdline\":\\[\"cat\",\"-\"\\]" "$1"; do sleep 0.01; done; echo $p; exit 0`, hold, events)
 	if r.code != 0 {
 		t.Fatalf("code %d:\n%s", r.code, r.stderr)
 	}
-	sleeper := strings.TrimSpace(r.stdout)
-	if !regexp.MustCompile(`(?m)^\s+` + sleeper + `\s+age .*sleep 0.3$`).MatchString(r.stderr) {
-		t.Errorf("sleep %s not listed as left behind:\n%s", sleeper, r.stderr)
+	left := strings.TrimSpace(r.stdout)
+	pid, err := strconv.Atoi(left)
+	if err != nil {
+		t.Fatalf("the root printed %q, not the cat's PID", r.stdout)
+	}
+	st, err := readProcStat(pid)
+	if err != nil || procState(pid) == "Z" {
+		t.Errorf("cat %d did not outlive pwatch run (no --kill-left): %v", pid, err)
+	}
+	if !regexp.MustCompile(`(?m)^pwatch: 1 left behind when the root exited:\n\s+` + left + `\s+age .*cat -$`).MatchString(r.stderr) {
+		t.Errorf("cat %s not listed as the one left behind:\n%s", left, r.stderr)
 	}
 	for _, l := range readJSONL(t, readFile(t, events)) {
-		if l.Type == "exit" && strconv.Itoa(l.PID) == sleeper {
-			t.Errorf("without --wait, the sleeper's exit was recorded: %+v", l)
+		if l.Type == "exit" && l.PID == pid {
+			t.Errorf("without --wait, the cat's exit was recorded: %+v", l)
 		}
 	}
+	letGo()
+	waitFor(t, "the cat to end", func() bool { return ended(pid, st.startTicks) })
 }
 
 func TestRunKillLeft(t *testing.T) {
@@ -421,15 +438,28 @@ func needConnector(t *testing.T, stderr string) {
 	}
 }
 
+// failBound bounds the waits of the tests for what must happen: it only
+// bounds a failure (a loaded machine may take long), never orders events.
+const failBound = time.Minute
+
+// waitFor waits until cond holds, and fails the test after failBound.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	if !waitUntil(cond) {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// waitUntil waits until cond holds, and says false after failBound.
+func waitUntil(cond func() bool) bool {
+	deadline := time.Now().Add(failBound)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return true
 }
 
 // syncBuffer is a bytes.Buffer for one writer and one reader at a time.

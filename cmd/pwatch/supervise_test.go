@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -143,12 +144,15 @@ func procState(pid int) string {
 	return string(b[i+2 : i+3])
 }
 
-// noneLeft fails unless no process marked with token is alive within 2 s
-// (the promise: nothing of the tree lives 2 s after pwatch exits), and
-// kills what is left so that other tests are not disturbed.
+// noneLeft fails unless every process marked with token ends (the
+// promise: nothing of the tree outlives pwatch), and kills what is left so
+// that other tests are not disturbed. A killed process may take long to be
+// scheduled and exit on a loaded machine, so it waits, up to failBound,
+// which only bounds a failure: the marked processes must not be able to
+// end by themselves within it (sleep 3600, a pipe the test holds).
 func noneLeft(t *testing.T, token string) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(failBound)
 	for {
 		left := marked(token)
 		if len(left) == 0 {
@@ -162,7 +166,7 @@ func noneLeft(t *testing.T, token string) {
 				desc = append(desc, fmt.Sprintf("%q %q", stat, cmdline))
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
-			t.Fatalf("%d processes of the tree alive 2 s after pwatch exited:\n%s", len(left), strings.Join(desc, "\n"))
+			t.Fatalf("%d processes of the tree alive %v after pwatch exited:\n%s", len(left), failBound, strings.Join(desc, "\n"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -212,14 +216,14 @@ func TestIntegrationDaemonKilled(t *testing.T) {
 			pidFile := filepath.Join(dir, "daemon.pid")
 			args := append([]string{"run", "--kill-left", "--grace", "500ms", "--strategy", "poll"}, sv.args...)
 			args = append(args, "--", "sh", "-c",
-				`(setsid sh -c 'echo $$ > "$1"; exec sleep 30' "$0" "$1" &)
+				`(setsid sh -c 'echo $$ > "$1"; exec sleep 3600' "$0" "$1" &)
 until [ -s "$1" ] && [ "$(cat /proc/$(cat "$1")/comm)" = sleep ]; do sleep 0.01; done; exit 0`, mark, pidFile)
 			r := runAsUser(t, sv.uid, args...)
 			if r.code != 0 {
 				t.Fatalf("exit status %d; stderr:\n%s", r.code, r.stderr)
 			}
 			pid := strings.TrimSpace(string(readFile(t, pidFile)))
-			if !regexp.MustCompile(`(?m)^\s+` + pid + `\s+age .*sleep 30`).MatchString(r.stderr) {
+			if !regexp.MustCompile(`(?m)^\s+` + pid + `\s+age .*sleep 3600`).MatchString(r.stderr) {
 				t.Errorf("daemon %s not listed as left behind:\n%s", pid, r.stderr)
 			}
 			if n, _ := strconv.Atoi(pid); procState(n) != "" && procState(n) != "Z" {
@@ -277,9 +281,9 @@ func TestIntegrationTimeout(t *testing.T) {
 		t.Run(sv.name, func(t *testing.T) {
 			mark := token("timeout")
 			args := append([]string{"run", "--timeout", "1s", "--grace", "500ms"}, sv.args...)
-			// sleep 30 in a shell that ignores SIGTERM, and a child that
+			// sleep 3600 in a shell that ignores SIGTERM, and a child that
 			// ignores it too: SIGKILL after --grace ends both.
-			r := runAsUser(t, sv.uid, append(args, "--", "sh", "-c", `trap "" TERM; sh -c 'trap "" TERM; sleep 30' "$0" & sleep 30`, mark)...)
+			r := runAsUser(t, sv.uid, append(args, "--", "sh", "-c", `trap "" TERM; sh -c 'trap "" TERM; sleep 3600' "$0" & sleep 3600`, mark)...)
 			if r.code != exitTimeout {
 				t.Errorf("exit status %d, want %d; stderr:\n%s", r.code, exitTimeout, r.stderr)
 			}
@@ -327,25 +331,33 @@ func TestIntegrationKilledPwatch(t *testing.T) {
 		t.Run(sv.name, func(t *testing.T) {
 			mark := token("killed")
 			dir := sharedDir(t)
-			events, trace := filepath.Join(dir, "e.jsonl"), filepath.Join(dir, "t.json")
+			events, trace, hold := filepath.Join(dir, "e.jsonl"), filepath.Join(dir, "t.json"), filepath.Join(dir, "hold")
+			// COMMAND's two children read a pipe the test holds: neither
+			// they nor COMMAND (which waits for the second) can end by
+			// themselves before the test lets them go.
+			letGo := heldPipe(t, hold)
 			args := append([]string{"run", "--events", events, "--trace", trace}, sv.args...)
-			c := pwatchCmd(sv.uid, append(args, "--", "sh", "-c", `sh -c 'exit 3'; sleep 30 & sleep 31`, mark)...)
+			c := pwatchCmd(sv.uid, append(args, "--", "sh", "-c", `sh -c 'exit 3'; cat - <"$1" & cat <"$1"`, mark, hold)...)
 			stderr := startLogged(t, c, dir)
-			// Wait until the sleeps are on disk in both files, then kill
+			// Wait until both cats are on disk in both files, then kill
 			// pwatch.
-			waitFor(t, "both sleeps in --events and --trace", func() bool {
+			cats := map[int]uint64{}
+			onDisk := waitUntil(func() bool {
 				b, _ := os.ReadFile(events)
 				tr, _ := os.ReadFile(trace)
-				n := 0
+				clear(cats)
 				for _, l := range readJSONL(t, b) {
-					// (The trace may show a sleep by the name it had
+					// (The trace may show a cat by the name it had
 					// before its exec.)
-					if l.Comm == "sleep" && bytes.Contains(tr, []byte(fmt.Sprintf(`"tid":%d,`, l.PID))) {
-						n++
+					if l.Comm == "cat" && bytes.Contains(tr, []byte(fmt.Sprintf(`"tid":%d,`, l.PID))) {
+						cats[l.PID] = l.StartTicks
 					}
 				}
-				return bytes.Contains(b, []byte(`"cmdline":["sleep","30"]`)) && bytes.Contains(b, []byte(`"cmdline":["sleep","31"]`)) && n >= 2
+				return bytes.Contains(b, []byte(`"cmdline":["cat","-"]`)) && bytes.Contains(b, []byte(`"cmdline":["cat"]`)) && len(cats) == 2
 			})
+			if !onDisk {
+				t.Fatalf("timed out waiting for both cats in --events and --trace; stderr:\n%s\nevents:\n%s\ntrace:\n%s", stderr(), readFile(t, events), readFile(t, trace))
+			}
 			c.Process.Kill()
 			c.Wait()
 			lines := readJSONL(t, readFile(t, events))
@@ -378,23 +390,47 @@ func TestIntegrationKilledPwatch(t *testing.T) {
 			// COMMAND (sh, which holds the marker) dies with pwatch.
 			noneLeft(t, mark)
 			if strings.Contains(stderr(), "containment: cgroup ") {
-				// The guard killed the whole cgroup: the sleeps too.
-				for _, l := range lines {
-					if l.Comm == "sleep" {
-						waitFor(t, "the sleeps to die", func() bool { s := procState(l.PID); return s == "" || s == "Z" })
-					}
+				// The guard killed the whole cgroup: the cats too, which
+				// could not have ended otherwise (the pipe is still held).
+				for pid, ticks := range cats {
+					waitFor(t, fmt.Sprintf("cat %d to die with the cgroup", pid), func() bool { return ended(pid, ticks) })
 				}
 				cg := regexp.MustCompile(`containment: cgroup (\S+)`).FindStringSubmatch(stderr())[1]
 				waitFor(t, "the guard to remove the cgroup", func() bool { _, err := os.Stat(cg); return err != nil })
-			} else {
-				for _, l := range lines {
-					if l.Comm == "sleep" {
-						syscall.Kill(l.PID, syscall.SIGKILL)
-					}
-				}
+			}
+			// Without a cgroup the cats outlive pwatch: they read EOF now.
+			letGo()
+			for pid, ticks := range cats {
+				waitFor(t, fmt.Sprintf("cat %d to end", pid), func() bool { return ended(pid, ticks) })
 			}
 		})
 	}
+}
+
+// heldPipe makes a named pipe at path, which uid 65534 may read too, and
+// holds its only write end: a process that reads it (cat <path) blocks
+// until the returned function closes that end, then reads EOF. Opening it
+// to read never blocks while the test holds it. It is let go at the end of
+// the test in any case.
+func heldPipe(t *testing.T, path string) (letGo func()) {
+	t.Helper()
+	fifo(t, path)
+	// O_RDWR does not wait for a reader, on a named pipe, on Linux.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	letGo = func() { once.Do(func() { f.Close() }) }
+	t.Cleanup(letGo)
+	return letGo
+}
+
+// ended says whether the process pid that started at ticks has exited
+// (gone, a zombie, or its PID reused).
+func ended(pid int, ticks uint64) bool {
+	st, err := readProcStat(pid)
+	return err != nil || st.startTicks != ticks || procState(pid) == "Z"
 }
 
 func TestIntegrationCgroup(t *testing.T) {
