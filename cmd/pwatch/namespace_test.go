@@ -112,6 +112,43 @@ func TestIntegrationRunInNamespaces(t *testing.T) {
 	}
 }
 
+// startContainer starts c, a container (inContainer), with its stderr in
+// stderr, and kills it at the end of the test if it is still running.
+// done gets c.Wait's error (whoever takes it puts it back); running fails
+// the test, saying that the container ended when, if it has ended.
+func startContainer(t *testing.T, c *exec.Cmd, stderr *syncBuffer) (done chan error, running func(when string)) {
+	t.Helper()
+	c.Stderr = stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			// Killing unshare leaves the namespace's init running (and
+			// holding stderr): kill it, which ends the whole namespace.
+			for _, pid := range childPIDs(strconv.Itoa(c.Process.Pid)) {
+				unix.Kill(pid, unix.SIGKILL)
+			}
+			c.Process.Kill()
+			<-done
+		}
+	})
+	return done, func(when string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			done <- err
+			noNamespaces(t, err, stderr.String())
+			t.Fatalf("pwatch ended %s: %v\n%s", when, err, stderr.String())
+		default:
+		}
+	}
+}
+
 // fifo makes a named pipe that uid 65534 may read too.
 func fifo(t *testing.T, path string) {
 	t.Helper()
@@ -161,28 +198,10 @@ func TestIntegrationWatchInNamespaces(t *testing.T) {
 			root := `read x < "$0"; sleep 30 & echo $! > "$2"; read x < "$1"; kill $!; wait; exit 0`
 			c := inContainer(t, u.uid, `sh -c "$4" "$1" "$2" "$3" & exec "$0" watch --json $!`, binPath, start, stop, childPID, root)
 			var stdout, stderr syncBuffer
-			c.Stdout, c.Stderr = &stdout, &stderr
-			if err := c.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- c.Wait() }()
-			defer func() {
-				select {
-				case <-done:
-				default:
-					c.Process.Kill()
-					<-done
-				}
-			}()
+			c.Stdout = &stdout
+			done, running := startContainer(t, c, &stderr)
 			waitFor(t, "pwatch watch to attach", func() bool {
-				select {
-				case err := <-done:
-					done <- err
-					noNamespaces(t, err, stderr.String())
-					t.Fatalf("pwatch watch ended before the tree started: %v\n%s", err, stderr.String())
-				default:
-				}
+				running("before the tree started")
 				return strings.Contains(stderr.String(), "pwatch: watching ")
 			})
 			if !strings.Contains(stderr.String(), "pwatch: poll mode: ") {
@@ -227,4 +246,114 @@ func TestIntegrationWatchInNamespaces(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestIntegrationOrphansReapedAsInit(t *testing.T) {
+	// pwatch as the init of a PID namespace (a container's entrypoint):
+	// the namespace's orphans come to it, and it reaps them while it runs,
+	// or they stay zombies. pwatch run reaps them as their subreaper;
+	// pwatch watch must too.
+	//
+	// The root forks a shell that forks the orphan and exits at once; the
+	// orphan writes its PID (as the namespace numbers it) and waits for
+	// its pipe, then exits 3; the root waits for stop, then exits 5. Each
+	// script gets $0 the orphan's pipe, $1 the PID file, and the root $2
+	// stop, $3 the middle's script, $4 the orphan's.
+	orphan := `echo $$ > "$1"; read x < "$0"; exit 3`
+	middle := `sh -c "$2" "$0" "$1" & exit 0`
+	root := `sh -c "$3" "$0" "$1" "$4"; read x < "$2"; exit 5`
+	for _, mode := range []struct {
+		name, script, ready string
+		code                int
+	}{
+		// The shell, PID 1, forks the root and becomes pwatch watch: the
+		// root is pwatch's child too.
+		{"watch", `sh -c "$1" "$2" "$3" "$4" "$5" "$6" & exec "$0" watch --events "$7" $!`, "pwatch: watching ", 0},
+		{"run", `exec "$0" run --events "$7" -- sh -c "$1" "$2" "$3" "$4" "$5" "$6"`, "pwatch: containment: ", 5},
+	} {
+		for _, u := range containerUsers() {
+			t.Run(mode.name+"-"+u.name, func(t *testing.T) {
+				dir := sharedDir(t)
+				orphanGo, pidFile, stop, events := filepath.Join(dir, "orphan"), filepath.Join(dir, "orphan.pid"), filepath.Join(dir, "stop"), filepath.Join(dir, "e.jsonl")
+				fifo(t, orphanGo)
+				fifo(t, stop)
+				c := inContainer(t, u.uid, mode.script, binPath, root, orphanGo, pidFile, stop, middle, orphan, events)
+				var stderr syncBuffer
+				done, running := startContainer(t, c, &stderr)
+				const early = "while the root waits for stop"
+				waitFor(t, "pwatch to start", func() bool { running(early); return strings.Contains(stderr.String(), mode.ready) })
+				// pwatch, as this namespace numbers it: unshare's child.
+				inits := childPIDs(strconv.Itoa(c.Process.Pid))
+				if len(inits) != 1 {
+					t.Fatalf("unshare has children %v, want the namespace's init", inits)
+				}
+				pid1 := inits[0]
+				// The orphan comes to pwatch once its parent has exited.
+				var pid int
+				waitFor(t, "the orphan to come to pwatch", func() bool {
+					running(early)
+					b, _ := os.ReadFile(pidFile)
+					inner, err := strconv.Atoi(strings.TrimSpace(string(b)))
+					if err != nil {
+						return false
+					}
+					for _, child := range childPIDs(strconv.Itoa(pid1)) {
+						if nsPID(child) == inner {
+							pid = child
+							return true
+						}
+					}
+					return false
+				})
+				st, err := readProcStat(pid)
+				if err != nil {
+					t.Fatalf("the orphan %d: %v", pid, err)
+				}
+				release(t, orphanGo, done)
+				// It exits; pwatch reaps it, while it runs (the root waits).
+				waitFor(t, "pwatch to reap the orphan", func() bool {
+					running(early)
+					now, err := readProcStat(pid)
+					return err != nil || now.startTicks != st.startTicks
+				})
+				release(t, stop, done)
+				hung := time.AfterFunc(hangGuard, func() { c.Process.Kill() })
+				err = <-done
+				done <- err
+				if !hung.Stop() {
+					t.Fatalf("pwatch hung, killed after %v; stderr:\n%s", hangGuard, stderr.String())
+				}
+				if code := c.ProcessState.ExitCode(); code != mode.code {
+					t.Fatalf("exit status %d, want %d; stderr:\n%s", code, mode.code, stderr.String())
+				}
+				// The root is pwatch's child: pwatch reaped it, and so knows
+				// its status, though it polls.
+				reaps := map[int]int{}
+				for _, l := range readJSONL(t, readFile(t, events)) {
+					if l.Type == "reap" && l.ExitCode != nil {
+						reaps[*l.ExitCode]++
+					}
+				}
+				if reaps[5] != 1 || !strings.Contains(stderr.String(), "exited with status 5") {
+					t.Errorf("reap lines by exit code %v, want one for the root's 5; stderr:\n%s", reaps, stderr.String())
+				}
+			})
+		}
+	}
+}
+
+// nsPID is the PID of process pid in its own PID namespace (the last of
+// NSpid in /proc/PID/status), or 0.
+func nsPID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/signal"
 	"strconv"
@@ -18,16 +19,32 @@ import (
 // the kernel reparents to pwatch instead of init. pwatch reaps them all
 // (one reaper, so COMMAND's status is never taken by anyone else) and
 // learns each one's exit status and resource usage, in every mode.
+//
+// pwatch watch has them too where orphans come to it (adoptOrphans): as
+// the init of a PID namespace, or a child subreaper.
 type children struct {
 	sigchld chan os.Signal
-	// command is COMMAND's PID; commandDone is set once it is reaped, with
-	// its wait status.
+	// command is COMMAND's PID (0 in pwatch watch); commandDone is set
+	// once it is reaped, with its wait status.
 	command     int
 	commandDone bool
 	commandWS   unix.WaitStatus
 	commandEnd  time.Time
 	// reaped counts the processes reaped besides COMMAND.
 	reaped int
+	// adopter is set in pwatch watch, and says why orphans come to it.
+	// There only the members of the tree that pwatch reaps are recorded;
+	// the others (orphans of the rest of a container) are reaped and
+	// counted in strays.
+	adopter string
+	strays  int
+}
+
+// listenChildren starts listening to SIGCHLD.
+func listenChildren() *children {
+	c := &children{sigchld: make(chan os.Signal, 1)}
+	signal.Notify(c.sigchld, syscall.SIGCHLD)
+	return c
 }
 
 // becomeSubreaper makes pwatch a child subreaper and starts listening to
@@ -36,12 +53,44 @@ func becomeSubreaper() (*children, func(), error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, nil, os.NewSyscallError("prctl(PR_SET_CHILD_SUBREAPER)", err)
 	}
-	c := &children{sigchld: make(chan os.Signal, 1)}
-	signal.Notify(c.sigchld, syscall.SIGCHLD)
+	c := listenChildren()
 	return c, func() {
 		signal.Stop(c.sigchld)
 		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 	}, nil
+}
+
+// adoptOrphans starts listening to SIGCHLD, for pwatch watch to reap its
+// children, if orphans come to it: as the init of a PID namespace (a
+// container's entrypoint, unshare --pid --fork) or as a child subreaper
+// (set by whatever exec'd pwatch). Nobody else waits for them: unreaped,
+// they would stay zombies as long as pwatch runs. pwatch watch waits for
+// nothing else, so it takes no status that another waiter expects.
+// Elsewhere it returns nil: a plain pwatch watch has no children (and
+// inside a test binary, the test's children are not its to reap).
+func adoptOrphans() (*children, func()) {
+	why := ""
+	var sub int32
+	switch {
+	case os.Getpid() == 1:
+		why = "the init of its PID namespace"
+	case unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&sub)), 0, 0, 0) == nil && sub != 0:
+		why = "a child subreaper"
+	default:
+		return nil, func() {}
+	}
+	c := listenChildren()
+	c.adopter = why
+	return c, func() { signal.Stop(c.sigchld) }
+}
+
+// strayNote says how many processes from outside the tree pwatch watch
+// reaped, or "".
+func (c *children) strayNote() string {
+	if c == nil || c.strays == 0 {
+		return ""
+	}
+	return fmt.Sprintf("pwatch, %s, reaped %d processes from outside the tree", c.adopter, c.strays)
 }
 
 // childExited is the channel that says a child may have exited, or nil.
@@ -128,6 +177,10 @@ func siginfoPID(si *unix.Siginfo) int {
 // reaped records a child pwatch reaped. Its exit gets wait4's usage
 // (wait4Usage), which stands where the Watcher gives none.
 func (s *session) reaped(c *reapedChild) {
+	if s.kids.adopter != "" && s.rec.procs[c.id] == nil {
+		s.kids.strays++
+		return
+	}
 	x := waitExit(c.id, c.ws, c.at)
 	x.Usage = wait4Usage(&c.ru)
 	ru := rusage{
@@ -216,28 +269,38 @@ func readProcStat(pid int) (procStat, error) {
 	return st, err
 }
 
-// liveChildren lists pwatch's children that have not exited (from
-// /proc/self/task/*/children: a child belongs to the thread that forked
-// it, or that adopted it), but except.
+// liveChildren lists pwatch's children that have not exited, but except.
 func liveChildren(except int) []int {
-	tasks, _ := os.ReadDir("/proc/self/task")
+	var out []int
+	for _, pid := range childPIDs("self") {
+		if pid == except {
+			continue
+		}
+		if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+			if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && st[i+2] == 'Z' {
+				continue
+			}
+		}
+		out = append(out, pid)
+	}
+	return out
+}
+
+// childPIDs lists the children of process pid ("self": pwatch), zombies
+// included, from /proc/PID/task/*/children: a child belongs to the thread
+// that forked it, or that adopted it.
+func childPIDs(pid string) []int {
+	tasks, _ := os.ReadDir("/proc/" + pid + "/task")
 	var out []int
 	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		b, err := os.ReadFile("/proc/" + pid + "/task/" + t.Name() + "/children")
 		if err != nil {
 			continue
 		}
 		for f := range bytes.FieldsSeq(b) {
-			pid, err := strconv.Atoi(string(f))
-			if err != nil || pid == except {
-				continue
+			if child, err := strconv.Atoi(string(f)); err == nil {
+				out = append(out, child)
 			}
-			if st, err := os.ReadFile("/proc/" + string(f) + "/stat"); err == nil {
-				if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && st[i+2] == 'Z' {
-					continue
-				}
-			}
-			out = append(out, pid)
 		}
 	}
 	return out

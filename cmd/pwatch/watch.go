@@ -64,6 +64,8 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 	}
 	sigs, stopSignals := notifySignals(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopSignals()
+	kids, stopReaping := adoptOrphans()
+	defer stopReaping()
 	cfg := wf.config()
 	of.apply(cfg)
 	w, err := watchman.Attach(pid, cfg)
@@ -72,6 +74,7 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 		return attachError(err)
 	}
 	s := newSession(a, of, w, newRecorder(w.Root()))
+	s.kids = kids
 	if err := s.openFiles(); err != nil {
 		closeListener(ln)
 		w.Close()
@@ -92,6 +95,9 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 		return err
 	}
 	s.startTrace()
+	// Children that exited before pwatch listened (pwatch exec'd by a
+	// shell that had them) are reaped now that the members are known.
+	s.reapChildren()
 	if root := s.rec.procs[w.Root()]; root != nil {
 		capped := ""
 		if s.truncated {
@@ -133,6 +139,9 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 	sum := s.summary("watch", end)
 	sum.RootEnded = sum.Root != nil && sum.Root.exited
 	sum.Stopped = stopped
+	if note := kids.strayNote(); note != "" {
+		sum.Notes = append(sum.Notes, note)
+	}
 	if s.writeErr != nil {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("the record is incomplete: %v (exit status %d)", s.writeErr, exitOwnFailure))
 	}
