@@ -8,7 +8,6 @@ import (
 
 	"github.com/process-watchman/watchman/connector"
 	"github.com/process-watchman/watchman/tracker"
-	"golang.org/x/sys/unix"
 )
 
 // hubFilter is the hub's side of the kernel tree filter
@@ -105,11 +104,9 @@ func (hf *hubFilter) describe() string {
 	}
 }
 
-func monoNow() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
+// monoNow is CLOCK_MONOTONIC now, in ns, through the writer's clock (the
+// kernel's event timestamps are on it).
+func (wr *writer) monoNow() uint64 { return uint64(wr.clock.sample().mono) }
 
 // add puts pid in the map.
 func (hf *hubFilter) add(pid int) {
@@ -160,7 +157,7 @@ func (wr *writer) flushDrops() {
 	// Read after the delete: a fork no later than this may have lost its
 	// entry to it (the guard in filterChanges). PIDs that were not in the
 	// map are remembered too; at worst that costs a needless re-add.
-	at := monoNow()
+	at := wr.monoNow()
 	for _, pid := range keep {
 		hf.removed[int(pid)] = at
 	}
@@ -220,7 +217,7 @@ func (wr *writer) filterTick(now time.Time) {
 	}
 	hf.checked = now
 	if len(hf.removed) > 0 {
-		sent := monoNow()
+		sent := wr.monoNow()
 		wr.barrier(func() {
 			for pid, t := range hf.removed {
 				if t <= sent {
