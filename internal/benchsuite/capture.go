@@ -23,6 +23,9 @@ func captureModes() []captureMode {
 		{"connector", watchman.Config{Strategy: watchman.StrategyConnector}},
 		{"poll 100 ms", watchman.Config{Strategy: watchman.StrategyPoll, ReconcileInterval: 100 * time.Millisecond}},
 		{"poll 10 ms", watchman.Config{Strategy: watchman.StrategyPoll, ReconcileInterval: 10 * time.Millisecond}},
+		// The polling of old: a host scan at every poll instead of the
+		// walk, the baseline the walk's capture is held to (issue 13).
+		{"poll 10 ms, host scans", watchman.Config{Strategy: watchman.StrategyPoll, ReconcileInterval: 10 * time.Millisecond, FullScanInterval: time.Nanosecond}},
 	}
 }
 
@@ -59,8 +62,8 @@ func lifetimes() []time.Duration {
 }
 
 // sectionCapture: every shape and lifetime watched at once by a connector
-// watcher and two polling watchers (100 ms and 10 ms background scans,
-// plus a Poll at the end); capture is the share of the ground truth's
+// watcher and three polling watchers (100 ms and 10 ms background walks,
+// and 10 ms host scans, plus a Poll at the end); capture is the share of the ground truth's
 // identities that appear in Delta.Added over the run. Then the names of
 // fork+exec children at their exit, Config.CaptureUsage off and on
 // (exitNames).
@@ -97,7 +100,7 @@ func (bs *suite) captureRates(t *table) error {
 	return nil
 }
 
-// captureOne runs one workload under the three watchers and returns the
+// captureOne runs one workload under the captureModes watchers and returns the
 // ground truth, each watcher's captured count and the connector's overruns.
 func (bs *suite) captureOne(spec workload.Spec) (*workload.Result, []int, int, error) {
 	p, err := bs.startWorkload(spec)

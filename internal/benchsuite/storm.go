@@ -233,6 +233,19 @@ func (bs *suite) sectionStormCPU(t *table) error {
 		vs = append(vs, &stormVariant{name: fmt.Sprintf("library, Watcher on the storm's root, events from Subscribe (inside), filter on, HubConfig.Coalesce %v", d),
 			run: cStormRun{args: withProf(in, fmt.Sprintf("storm-inside-coalesce-%v", d)), inside: true, forkstat: true}, target: 0.5})
 	}
+	if bs.opt.only != "" {
+		// A kept variant keeps its base, which it is compared with.
+		keep := map[*stormVariant]bool{}
+		for _, v := range vs {
+			if strings.Contains(v.name, bs.opt.only) {
+				keep[v] = true
+				if v.base != nil {
+					keep[v.base] = true
+				}
+			}
+		}
+		vs = slices.DeleteFunc(vs, func(v *stormVariant) bool { return !keep[v] })
+	}
 	// Round robin over the variants, so that a change of the machine's
 	// load touches all of them alike. A variant that fails is reported in
 	// its row and left out of the later rounds.
