@@ -44,6 +44,7 @@ type options struct {
 	profile  string        // directory for CPU profiles of the storm watchers
 	sections string        // which sections to run
 	only     string        // section 3: run only the library variants whose name contains it
+	coalesce string        // section 3: the HubConfig.Coalesce values of the coalescing rows
 	children int           // children of a C storm (sections 3 and 6)
 	rounds   int           // storms per row in section 3 (the median is kept)
 	pwatch   string        // the pwatch binary (section 3's CLI rows)
@@ -79,6 +80,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the storm watchers into this `dir`")
 	flag.StringVar(&o.sections, "sections", "1,2,3,4,5,6,7", "comma-separated sections to run")
 	flag.StringVar(&o.only, "only", "", "section 3: run only the library variants whose name contains this `text` (the anchor runs beside each)")
+	flag.StringVar(&o.coalesce, "coalesce", "2ms,5ms", "section 3: comma-separated HubConfig.Coalesce `durations` of the coalescing rows")
 	flag.IntVar(&o.children, "storm", 20000, "children of a C storm root")
 	flag.IntVar(&o.rounds, "rounds", 3, "storms per row of section 3 (the median is kept)")
 	flag.StringVar(&o.pwatch, "pwatch", "", "the pwatch `binary` for section 3's CLI rows (go build ./cmd/pwatch); none: the rows are skipped")

@@ -157,6 +157,22 @@ func (r cStormRun) run(bs *suite) (cStormResult, error) {
 	return res, err
 }
 
+// durations parses a comma-separated list of durations ("" is none).
+func durations(s string) ([]time.Duration, error) {
+	var ds []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
+	return ds, nil
+}
+
 // median is the middle value (the upper one of an even count).
 func median[T cmp.Ordered](v []T) T {
 	s := slices.Clone(v)
@@ -227,7 +243,11 @@ func (bs *suite) sectionStormCPU(t *table) error {
 	}
 	// Latency traded for CPU (HubConfig.Coalesce): the reader holds events
 	// up to 2 or 5 ms after each read, at any rate.
-	for _, d := range []time.Duration{2 * time.Millisecond, 5 * time.Millisecond} {
+	ds, err := durations(bs.opt.coalesce)
+	if err != nil {
+		return fmt.Errorf("-coalesce: %w", err)
+	}
+	for _, d := range ds {
 		in := con
 		in.Filter, in.Subscribe, in.Coalesce = filterOn, true, d
 		vs = append(vs, &stormVariant{name: fmt.Sprintf("library, Watcher on the storm's root, events from Subscribe (inside), filter on, HubConfig.Coalesce %v", d),
