@@ -2,6 +2,7 @@ package watchman
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -541,5 +542,46 @@ func TestConnectorExecFromNonLeaderThread(t *testing.T) {
 	i := slices.IndexFunc(s.Delta.Exited, func(x Exit) bool { return x.PID == 110 })
 	if i < 0 || s.Delta.Exited[i].Code != 7 {
 		t.Errorf("exits %+v", s.Delta.Exited)
+	}
+}
+
+// The events of one batch of kernel events are held while the batch is
+// applied and reach subscribers together at its end, in order (a
+// subscriber wakes once per batch, not once per event), and before the
+// Done channels close.
+func TestBatchEventsDeliveredTogether(t *testing.T) {
+	fw := newFakeWorld(t)
+	w := fw.attach(Config{})
+	sub := w.Subscribe(64)
+	mustPoll(t, w)
+	var mu sync.Mutex
+	var heldAt []int // the events held after each apply of the watcher
+	w.run.doWait(func(wr *writer) {
+		wr.applyHook = func(hw *Watcher) {
+			if hw == w {
+				mu.Lock()
+				heldAt = append(heldAt, len(w.outbox))
+				mu.Unlock()
+			}
+		}
+	})
+	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "cc", StartTicks: ticks()})
+	fw.emit(forkEv(101, 110), forkEv(110, 111), exitEv(111, 111, 0), exitEv(110, 110, 0),
+		exitEv(101, 101, 0), exitEv(100, 100, 3<<8))
+	<-w.Done()
+	// Done closed: every event is in the channel already.
+	var got []string
+	for len(sub.C) > 0 {
+		ev := <-sub.C
+		got = append(got, fmt.Sprintf("%s %d", ev.Type, ev.Process.PID))
+	}
+	want := []string{"fork 110", "fork 111", "exit 111", "exit 110", "exit 101", "exit 100"}
+	if !slices.Equal(got, want) {
+		t.Errorf("events in the channel when Done closed: %q, want %q", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(heldAt) != len(want) || slices.Contains(heldAt, 0) {
+		t.Errorf("events held after each apply: %v, want %d applies each holding its event until the batch ends", heldAt, len(want))
 	}
 }

@@ -238,6 +238,7 @@ func (w *Watcher) emit(ev Event) {
 // missed events gets a last EventLost saying how many: if its channel is
 // full, the oldest event it holds makes room (and counts as lost).
 func (w *Watcher) closeSubs() {
+	w.flushHeldLocked() // a batch's events are delivered before the end
 	now := time.Now()
 	for _, s := range w.subs {
 		if s.closed {

@@ -315,6 +315,10 @@ type writer struct {
 	// when their event was applied (lateExit).
 	lateExits map[int]lateExit
 
+	batching  bool             // in a batch: watchers hold their events (Watcher.holding)
+	held      []*Watcher       // the watchers holding events
+	applyHook func(w *Watcher) // tests: runs at the end of each apply, w.mu held
+
 	checks []exitCheck       // this batch's processes to observe
 	chs    []tracker.Change  // scratch
 	ws     []*Watcher        // scratch
@@ -361,10 +365,12 @@ func (wr *writer) run() {
 		wr.runDrained()
 		wr.flushDrops() // before the read may block: a Close's removals too
 		evs, err := wr.r.conn.Receive(wr.evs[:0])
+		wr.batching = true
 		if len(evs) > 0 {
 			wr.dispatch(evs)
 		}
 		wr.checkExits()
+		wr.flushHeld()
 		now := time.Now()
 		wr.prune(now) // before flushDrops: pruneProv queues removals
 		wr.flushDrops()
@@ -456,13 +462,32 @@ func (wr *writer) apply(w *Watcher, fn func(*tracker.Tracker)) {
 		w.mu.Unlock()
 		return
 	}
+	if wr.batching && !w.holding {
+		w.holding = true
+		wr.held = append(wr.held, w)
+	}
 	fn(w.tr)
 	wr.chs = w.tr.DrainChanges(wr.chs[:0])
 	wr.annotate(w, wr.chs)
 	w.publishLocked(wr.chs)
+	if wr.applyHook != nil {
+		wr.applyHook(w)
+	}
 	w.mu.Unlock()
 	wr.index(w, wr.chs)
 	clear(wr.chs)
+}
+
+// flushHeld ends a batch: the watchers that held events deliver them.
+func (wr *writer) flushHeld() {
+	wr.batching = false
+	for _, w := range wr.held {
+		w.mu.Lock()
+		w.flushHeldLocked()
+		w.mu.Unlock()
+	}
+	clear(wr.held)
+	wr.held = wr.held[:0]
 }
 
 // index keeps idx and prov in step with w's changes.

@@ -55,6 +55,12 @@ type Watcher struct {
 	closed   bool
 	stats    WatcherStats // totals since Attach
 	lostT    *time.Timer  // retries pending lost markers
+	// While the hub's writer applies a batch of kernel events, the
+	// Watcher's events are held in outbox (holding is set) and delivered
+	// when the batch ends (writer.flushHeld): a subscriber then wakes once
+	// per batch, not once per event.
+	holding  bool
+	outbox   []Event
 	rootDone chan struct{}
 	treeDone chan struct{}
 
@@ -535,8 +541,12 @@ func (w *Watcher) shutdown() {
 // publishLocked delivers the tracker's changes to the subscribers and
 // closes the Done channels when their time has come; the caller holds mu.
 // Connector mode (the hub's writer) and polling mode both publish here.
+// While holding, the events wait in the outbox and flushHeldLocked does
+// the rest.
 func (w *Watcher) publishLocked(chs []tracker.Change) {
-	defer w.checkDone()
+	if !w.holding {
+		defer w.checkDone()
+	}
 	if len(w.subs) == 0 {
 		return
 	}
@@ -558,7 +568,25 @@ func (w *Watcher) publishLocked(chs []tracker.Change) {
 			ev.Synthetic = !c.Exit.Known
 			ev.Upgrade = c.Kind == tracker.Upgraded
 		}
+		if w.holding {
+			w.outbox = append(w.outbox, ev)
+			continue
+		}
 		w.emit(ev)
+	}
+}
+
+// flushHeldLocked delivers the held events in order, ends holding and
+// closes the Done channels if their time has come; the caller holds mu.
+func (w *Watcher) flushHeldLocked() {
+	w.holding = false
+	for i := range w.outbox {
+		w.emit(w.outbox[i])
+	}
+	clear(w.outbox)
+	w.outbox = w.outbox[:0]
+	if !w.closed {
+		w.checkDone()
 	}
 }
 
