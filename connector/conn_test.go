@@ -48,6 +48,8 @@ func runHelper() int {
 	case "mark":
 		err := c.Mark(1)
 		fmt.Printf("canmark=%v permission=%v: %v\n", c.CanMark(), errors.Is(err, connector.ErrPermission), err)
+	case "forkstarts":
+		forkStartsHelper(c)
 	case "tree":
 		f, err := c.AttachTreeFilter(16)
 		fmt.Printf("tree permission=%v notsupported=%v: %v\n", errors.Is(err, connector.ErrPermission), errors.Is(err, connector.ErrNotSupported), err)

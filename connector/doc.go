@@ -58,7 +58,9 @@
 // kernel, the events of processes outside a set of member TGIDs, a set
 // that grows by itself on members' forks (see TreeFilter). It needs
 // CAP_BPF or CAP_SYS_ADMIN; without it the Conn filters in user space as
-// before.
+// before. With CAP_PERFMON (or CAP_SYS_ADMIN) and kernel BTF the filter
+// also records each new process's start time where user space reads it
+// without a system call (TreeFilter.ForkStart).
 //
 // Receive waits for datagrams in the runtime's poller and, under load
 // (5,000 events a second or more), lets events queue up for up to 5 ms

@@ -76,6 +76,12 @@ func (g *gated) release(t *testing.T) []int {
 	if _, err := io.WriteString(g.stdin, "go\n"); err != nil {
 		t.Fatal(err)
 	}
+	return g.pids(t)
+}
+
+// pids reads a line of pids from the process.
+func (g *gated) pids(t *testing.T) []int {
+	t.Helper()
 	line, err := g.out.ReadString('\n')
 	if err != nil && line == "" {
 		t.Fatalf("reading the helper's output: %v", err)
@@ -428,7 +434,7 @@ func TestIntegrationTreeFilterReplaceAndClose(t *testing.T) {
 // program and maps of an attached filter.
 func TestIntegrationTreeFilterCloseLeaksNothing(t *testing.T) {
 	requirePrivileged(t)
-	before := countFDs(t)
+	before, mappedBefore := countFDs(t), bpfMappings(t)
 	for i := range 20 {
 		// A generous acknowledgement timeout: this test is about leaks,
 		// and a host under a CPU hog once took more than 2 s.
@@ -453,6 +459,9 @@ func TestIntegrationTreeFilterCloseLeaksNothing(t *testing.T) {
 	if after := countFDs(t); after != before {
 		t.Errorf("open fds %d -> %d after 20 Dial/AttachTreeFilter/Close", before, after)
 	}
+	if n := bpfMappings(t); n != mappedBefore {
+		t.Errorf("%d BPF map mappings after 20 Dial/AttachTreeFilter/Close, %d before", n, mappedBefore)
+	}
 }
 
 func TestIntegrationTreeFilterUnprivileged(t *testing.T) {
@@ -470,4 +479,15 @@ func TestTreeFilterOnFakeIsNotSupported(t *testing.T) {
 	if _, err := c.AttachTreeFilter(0); err == nil {
 		t.Error("AttachTreeFilter(0) accepted")
 	}
+}
+
+// bpfMappings counts the BPF maps mapped into this process (the tree
+// filter's start times).
+func bpfMappings(t *testing.T) int {
+	t.Helper()
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(maps), "anon_inode:bpf-map")
 }

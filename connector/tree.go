@@ -57,13 +57,21 @@ import (
 // percent at best does not pay for a third code path, so classic BPF is
 // not used.
 //
+// The program also records the start time of every new process whose
+// fork it sees, member or not, in memory that user space maps (see
+// ForkStart), so that a child's identity (pid and start time) is known
+// without reading /proc/PID/stat. Where the kernel does not allow that
+// (ForkStarts says why) the filter works as without it.
+//
 // The methods may be called from any goroutine. Close (or the Conn's
-// Close) detaches the program and frees the maps.
+// Close) detaches the program and frees the maps and the mapping.
 type TreeFilter struct {
 	conn *Conn
 
 	mu   sync.Mutex
 	impl treeMaps // nil after Close
+
+	starts startTable // the recorded start times (forkstart.go)
 }
 
 // treeMaps is the eBPF side of a TreeFilter (tree_linux.go).
@@ -77,6 +85,9 @@ type treeMaps interface {
 	len() (int, error)
 	failedOpen() (bool, error)
 	clearFailOpen() error
+	// startMemory returns the mapped start-time slots, or nil and why
+	// the program does not record them.
+	startMemory() ([]byte, string)
 	close() error
 }
 
@@ -172,14 +183,15 @@ func (f *TreeFilter) ClearFailOpen() error {
 }
 
 // Close detaches the program from the socket (events are no longer
-// filtered in the kernel) and frees the program and its maps. It is
-// idempotent.
+// filtered in the kernel) and frees the program, its maps and the mapped
+// start times (ForkStart then misses). It is idempotent.
 func (f *TreeFilter) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.impl == nil {
 		return nil
 	}
+	f.starts.forget("tree filter closed") // before the memory is unmapped
 	err := f.impl.close()
 	f.impl = nil
 	if f.conn != nil {
@@ -222,6 +234,7 @@ func (c *Conn) AttachTreeFilter(maxEntries int) (*TreeFilter, error) {
 		return nil, err
 	}
 	f := &TreeFilter{conn: c, impl: m}
+	f.starts.mem, f.starts.reason = m.startMemory()
 	c.tree = f
 	return f, nil
 }

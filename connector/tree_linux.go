@@ -33,8 +33,9 @@ const (
 // bufSlot returns the stack offset of datagram offset off.
 func bufSlot(off int) int16 { return int16(stackBuf + off - treeLoadOff) }
 
-// treeProgram returns the filter's instructions for the given maps.
-func treeProgram(members, failOpen *ebpf.Map) asm.Instructions {
+// treeProgram returns the filter's instructions for the given maps, and
+// with rec not nil the start-time recorder (forkstart_linux.go).
+func treeProgram(members, failOpen *ebpf.Map, rec *startRecorder) asm.Instructions {
 	const (
 		pass = "pass"
 		drop = "drop"
@@ -79,8 +80,18 @@ func treeProgram(members, failOpen *ebpf.Map) asm.Instructions {
 		asm.LoadMem(asm.R8, asm.RFP, bufSlot(offChildPID), asm.Word).WithSymbol("fork"),
 		asm.LoadMem(asm.R9, asm.RFP, bufSlot(offChildTGID), asm.Word),
 		asm.JNE.Reg(asm.R8, asm.R9, "thread"),
+	)
+	// A new process: record its start time, whoever forked it (the
+	// program may fail open, and user space then needs them all). The
+	// recorder may use R6, R7 and R9: nothing after this point reads them.
+	joins := asm.LoadMapPtr(asm.R1, members.FD())
+	if rec != nil {
+		insns = append(insns, recordStart(rec.slots, rec.offsets, "joins")...)
+		joins = joins.WithSymbol("joins")
+	}
+	insns = append(insns,
 		// A new process passes when its parent is a member, and joins.
-		asm.LoadMapPtr(asm.R1, members.FD()),
+		joins,
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, int32(bufSlot(offTGID))),
 		asm.FnMapLookupElem.Call(),
@@ -135,6 +146,8 @@ type ebpfTree struct {
 	prog     *ebpf.Program
 	members  *ebpf.Map // u32 tgid -> u64 insertion time (CLOCK_MONOTONIC ns)
 	failOpen *ebpf.Map // [1]u32
+	rec      *startRecorder
+	noStarts string // why rec is nil
 }
 
 func newTreeMaps(fs filterSocket, maxEntries int) (treeMaps, error) {
@@ -153,12 +166,19 @@ func newTreeMaps(fs filterSocket, maxEntries int) (treeMaps, error) {
 		_ = t.members.Close()
 		return nil, loadError("creating the fail-open map", err)
 	}
-	t.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "pw_tree",
-		Type:         ebpf.SocketFilter,
-		License:      "GPL",
-		Instructions: treeProgram(t.members, t.failOpen),
-	})
+	t.rec, t.noStarts = newStartRecorder()
+	if t.rec != nil {
+		t.prog, err = loadTreeProgram(t.members, t.failOpen, t.rec)
+		if err != nil {
+			// Filter as before, without start times.
+			t.noStarts = recorderRefused(err)
+			_ = t.rec.close()
+			t.rec = nil
+		}
+	}
+	if t.rec == nil {
+		t.prog, err = loadTreeProgram(t.members, t.failOpen, nil)
+	}
 	if err == nil {
 		err = fs.attachFilter(t.prog.FD())
 		if err != nil {
@@ -169,9 +189,19 @@ func newTreeMaps(fs filterSocket, maxEntries int) (treeMaps, error) {
 	if err != nil {
 		_ = t.members.Close()
 		_ = t.failOpen.Close()
+		_ = t.rec.close()
 		return nil, loadError("loading the socket filter", err)
 	}
 	return t, nil
+}
+
+func loadTreeProgram(members, failOpen *ebpf.Map, rec *startRecorder) (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "pw_tree",
+		Type:         ebpf.SocketFilter,
+		License:      "GPL",
+		Instructions: treeProgram(members, failOpen, rec),
+	})
 }
 
 func loadError(what string, err error) error {
@@ -316,7 +346,14 @@ func (t *ebpfTree) close() error {
 	if errors.Is(err, unix.ENOENT) { // no filter attached: nothing to detach
 		err = nil
 	}
-	return errors.Join(err, t.prog.Close(), t.members.Close(), t.failOpen.Close())
+	return errors.Join(err, t.prog.Close(), t.members.Close(), t.failOpen.Close(), t.rec.close())
+}
+
+func (t *ebpfTree) startMemory() ([]byte, string) {
+	if t.rec == nil {
+		return nil, t.noStarts
+	}
+	return t.rec.mem, ""
 }
 
 // attachFilter implements filterSocket (SO_ATTACH_BPF).
