@@ -2,6 +2,8 @@ package watchman
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"slices"
@@ -249,15 +251,9 @@ func TestIntegrationOddNames(t *testing.T) {
 // confirmation delay.)
 func TestIntegrationConfirmWaitsForQueuedEvents(t *testing.T) {
 	requireConnector(t)
-	sh := exec.Command("sh", "-c", "sleep 0.3 & read x; wait")
-	stdin, err := sh.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sh.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stdin.Close(); sh.Wait() })
+	// The child waits at the gate (a sleep of 0.3 s exited before the
+	// first Poll at load 14), the root outlives it.
+	sh, open := gatedShell(t, `(read y < "$GATE") & wait; exec sleep 600`)
 	hub := NewHub(nil)
 	var kid []int
 	waitFor(t, "the child", func() bool { kid = childrenOf(t, sh.Process.Pid); return len(kid) == 1 })
@@ -266,8 +262,15 @@ func TestIntegrationConfirmWaitsForQueuedEvents(t *testing.T) {
 	if s := mustPoll(t, w); !slices.Equal(s.PIDs(), kid) {
 		t.Fatalf("members %v, want %v", s.PIDs(), kid)
 	}
-	first.mu.Lock()         // the reader stops at the child's exit event
-	time.Sleep(time.Second) // the child exits meanwhile; reconciles run
+	first.mu.Lock() // the reader stops at the child's exit event
+	open()
+	waitFor(t, "the child to be reaped", func() bool {
+		_, err := os.Stat(fmt.Sprintf("/proc/%d", kid[0]))
+		return errors.Is(err, fs.ErrNotExist)
+	})
+	// Reconciles run meanwhile and see it gone (every 20 ms; the
+	// assertion below holds however many did).
+	time.Sleep(200 * time.Millisecond)
 	first.mu.Unlock()
 	waitFor(t, "the exit", func() bool { return len(w.LivePIDs()) == 0 })
 	s := mustPoll(t, w)

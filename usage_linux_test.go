@@ -99,8 +99,12 @@ func TestIntegrationUsageFields(t *testing.T) {
 	requireConnector(t)
 	t.Run("cpu", func(t *testing.T) {
 		_, ev, measured := usageRun(t, nil, "burn:200")
-		if u := ev.Exit.Usage; u.UserCPU < 150*time.Millisecond || u.UserCPU+u.SystemCPU < time.Duration(measured) {
-			t.Errorf("200 ms burn: Usage %+v, want user CPU of 150 ms or more and at least the %v measured", *u, time.Duration(measured))
+		// The kernel splits CPU time between user and system by sampling
+		// at ticks: on the loaded PVM guest a 200 ms loop in user space
+		// got 137 ms user and 76 ms system. The sum is exact; the split
+		// only says the loop ran mostly in user space.
+		if u := ev.Exit.Usage; u.UserCPU < u.SystemCPU || u.UserCPU+u.SystemCPU < time.Duration(measured) {
+			t.Errorf("200 ms burn: Usage %+v, want more user CPU than system, and in all at least the %v measured", *u, time.Duration(measured))
 		}
 	})
 	t.Run("threads", func(t *testing.T) {
