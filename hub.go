@@ -87,6 +87,8 @@ type Hub struct {
 	filterFailOpens, filterErrors atomic.Uint64
 	usageOverruns, slowReads      atomic.Uint64
 	niceErr                       atomic.Pointer[string]
+	kernelStarts, startReads      atomic.Uint64
+	startsReason                  atomic.Pointer[string]
 }
 
 // HubStats counts what a Hub received since it was made.
@@ -119,6 +121,13 @@ type HubStats struct {
 	// NiceError says why HubConfig.Nice could not be applied ("" when it
 	// was, or was not asked).
 	NiceError string
+	// KernelStarts counts the members' new children whose start time (the
+	// second half of their Identity) came from the kernel tree filter's
+	// record of the fork; StartReads those for which /proc/PID/stat was
+	// read instead. StartsReason says why the records are not used (""
+	// while they are, or no Watcher was ever attached).
+	KernelStarts, StartReads uint64
+	StartsReason             string
 }
 
 // Stats returns the hub's counters.
@@ -131,6 +140,10 @@ func (h *Hub) Stats() HubStats {
 	}
 	if e := h.niceErr.Load(); e != nil {
 		st.NiceError = *e
+	}
+	st.KernelStarts, st.StartReads = h.kernelStarts.Load(), h.startReads.Load()
+	if e := h.startsReason.Load(); e != nil {
+		st.StartsReason = *e
 	}
 	h.mu.Lock()
 	if h.run != nil {
@@ -300,6 +313,7 @@ type writer struct {
 	usage   *usageSource // taskstats, once a Watcher asks (Config.CaptureUsage)
 	scanner *reconcile.Scanner
 	clock   clockBase
+	starts  childStarts // new children's start times from the kernel filter
 
 	// idx maps member PIDs to the watchers they are members of; prov maps
 	// PIDs removed without the kernel's exit status to the watchers that
@@ -336,7 +350,13 @@ type exitCheck struct {
 }
 
 func newWriter(r *hubRun) *writer {
+	starts := childStarts{reason: "no kernel tree filter"}
+	if r.filter != nil {
+		starts = newChildStarts(r.filter)
+	}
+	r.h.startsReason.Store(&starts.reason)
 	return &writer{
+		starts:    starts,
 		r:         r,
 		h:         r.h,
 		filter:    r.filter,
@@ -611,20 +631,7 @@ func (wr *writer) onFork(ev *connector.Event, clk *clocks) {
 		wr.filterStranger(pid)
 		return
 	}
-	// The child is in /proc from the fork until it is reaped; its start
-	// time there is exact. The process /proc shows under the PID is the
-	// child if it started no later than the event's timestamp: the PID was
-	// the child's from the fork on, so a later start is a reuse, however
-	// late the event is read and however long the kernel took between the
-	// fork and the event. If the child is gone (or the PID reused), the
-	// start time is derived from the timestamp, and may be a tick off.
-	derived := clk.ticksOf(ev.Timestamp)
-	child := observe(wr.scanner, nil, pid, false, 0)
-	approx := !(child.Seen == tracker.SeenAlive && child.StartTicks <= derived+1)
-	ticks := child.StartTicks
-	if approx {
-		ticks = derived
-	}
+	ticks, approx := wr.childIdentity(pid, clk.ticksOf(ev.Timestamp))
 	// A parent whose exit may have been missed (an overrun since it was
 	// last confirmed) is checked against its start time.
 	var pobs *tracker.Observation
