@@ -114,6 +114,61 @@ func ParseForked(line string) (time.Duration, error) {
 	return time.Duration(sec * float64(time.Second)), nil
 }
 
+// Listener is storm.c's latency anchor: a proc connector listener with
+// one blocking recv per event and no processing, which times the forks of
+// one parent from the kernel's timestamp to its recv.
+type Listener struct {
+	cmd *exec.Cmd
+	out *bufio.Reader
+}
+
+// StartListener starts the listener for n forks of parent and returns once
+// it listens.
+func StartListener(bin string, parent, n int) (*Listener, error) {
+	cmd := exec.Command(bin, "listen", strconv.Itoa(parent), strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	l := &Listener{cmd: cmd, out: bufio.NewReader(out)}
+	if line, err := l.out.ReadString('\n'); strings.TrimSpace(line) != "ready" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("storm listen: %q, %v", line, err)
+	}
+	return l, nil
+}
+
+// Stop ends the listener (at once if it has its n forks, else by
+// SIGTERM) and returns the latencies it measured, in the order of the
+// forks.
+func (l *Listener) Stop() ([]time.Duration, error) {
+	_ = l.cmd.Process.Signal(unix.SIGTERM)
+	var lat []time.Duration
+	for {
+		line, err := l.out.ReadString('\n')
+		if line = strings.TrimSpace(line); line != "" {
+			ns, perr := strconv.ParseInt(line, 10, 64)
+			if perr != nil {
+				_ = l.cmd.Wait()
+				return nil, fmt.Errorf("storm listen: %q", line)
+			}
+			lat = append(lat, time.Duration(ns))
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err := l.cmd.Wait(); err != nil {
+		return lat, fmt.Errorf("storm listen: %v", err)
+	}
+	return lat, nil
+}
+
 // Hold is a tree of idle processes: a root and its sleeping children, who
 // die with it.
 type Hold struct {

@@ -19,6 +19,14 @@
  *     at a time, and exits (if it is killed first, they die with it:
  *     PR_SET_PDEATHSIG). Used both as the watched tree and as idle filler
  *     of the host.
+ *
+ *   storm listen PARENT N
+ *     The latency anchor: a proc connector listener as plain as forkstat
+ *     (one blocking recv per event, no processing). Writes "ready" once it
+ *     listens; then, for each fork whose parent is PARENT, takes
+ *     CLOCK_MONOTONIC right after recv minus the event's timestamp (the
+ *     kernel's CLOCK_MONOTONIC at the fork). After N of them, or on
+ *     SIGTERM, it writes the latencies in ns, one a line, and exits 0.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,7 +35,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -90,12 +102,85 @@ static int hold(long n)
 	return 0;
 }
 
+static volatile sig_atomic_t stop_listen;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stop_listen = 1;
+}
+
+static int listen_forks(long parent, long n)
+{
+	int s = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+	if (s < 0) {
+		perror("storm listen: socket");
+		return 1;
+	}
+	struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC, .nl_pid = 0};
+	if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		perror("storm listen: bind");
+		return 1;
+	}
+	int big = 4 << 20;
+	setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+	struct {
+		struct nlmsghdr nl;
+		struct cn_msg cn;
+		enum proc_cn_mcast_op op;
+	} __attribute__((packed)) req;
+	memset(&req, 0, sizeof req);
+	req.nl.nlmsg_len = sizeof req;
+	req.nl.nlmsg_type = NLMSG_DONE;
+	req.nl.nlmsg_pid = getpid();
+	req.cn.id.idx = CN_IDX_PROC;
+	req.cn.id.val = CN_VAL_PROC;
+	req.cn.len = sizeof(enum proc_cn_mcast_op);
+	req.op = PROC_CN_MCAST_LISTEN;
+	if (send(s, &req, sizeof req, 0) < 0) {
+		perror("storm listen: send");
+		return 1;
+	}
+	struct sigaction act = {.sa_handler = on_term}; /* no SA_RESTART: recv returns */
+	sigaction(SIGTERM, &act, NULL);
+	long *lat = calloc(n > 0 ? n : 1, sizeof *lat);
+	long got = 0;
+	printf("ready\n");
+	fflush(stdout);
+	char buf[4096] __attribute__((aligned(8)));
+	while (got < n && !stop_listen) {
+		ssize_t len = recv(s, buf, sizeof buf, 0);
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if (len < 0) {
+			if (errno == EINTR || errno == ENOBUFS)
+				continue;
+			perror("storm listen: recv");
+			break;
+		}
+		struct nlmsghdr *nl = (struct nlmsghdr *)buf;
+		if (len < (ssize_t)(NLMSG_HDRLEN + sizeof(struct cn_msg) + sizeof(struct proc_event)))
+			continue;
+		struct cn_msg *cn = NLMSG_DATA(nl);
+		struct proc_event *ev = (struct proc_event *)cn->data;
+		if (ev->what != PROC_EVENT_FORK || ev->event_data.fork.parent_tgid != parent ||
+		    ev->event_data.fork.child_pid != ev->event_data.fork.child_tgid)
+			continue;
+		lat[got++] = (long)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec - (long long)ev->timestamp_ns);
+	}
+	for (long i = 0; i < got; i++)
+		printf("%ld\n", lat[i]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *gate = NULL, *rusage_path = NULL;
 	int opt;
 	if (argc == 3 && strcmp(argv[1], "hold") == 0)
 		return hold(atol(argv[2]));
+	if (argc == 4 && strcmp(argv[1], "listen") == 0)
+		return listen_forks(atol(argv[2]), atol(argv[3]));
 	while ((opt = getopt(argc, argv, "g:r:")) != -1) {
 		switch (opt) {
 		case 'g':
