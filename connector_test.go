@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -584,4 +585,42 @@ func TestBatchEventsDeliveredTogether(t *testing.T) {
 	if len(heldAt) != len(want) || slices.Contains(heldAt, 0) {
 		t.Errorf("events held after each apply: %v, want %d applies each holding its event until the batch ends", heldAt, len(want))
 	}
+}
+
+// The periodic checks of a hub's watchers run in batches: the watchers due
+// together (or within a quarter of their interval) are looked at one after
+// the other and applied behind one barrier, so that many watchers cost the
+// writer one barrier an interval, not one each.
+func TestPeriodicChecksShareBarriers(t *testing.T) {
+	fw := newFakeWorld(t)
+	first := fw.attach(Config{ReconcileInterval: -1}) // the repairer idles
+	var barriers atomic.Int64
+	// Set while the repairer waits (no watcher has a schedule yet); the
+	// attaches below reach it through its resync channel.
+	first.run.rep.beforeBarrier = func() { barriers.Add(1) }
+	const n = 20
+	ws := make([]*Watcher, n)
+	for i := range ws {
+		ws[i] = fw.attach(Config{ReconcileInterval: 50 * time.Millisecond})
+	}
+	total := func() (r uint64) {
+		for _, w := range ws {
+			r += w.Stats().Reconciles
+		}
+		return r
+	}
+	b0, r0 := barriers.Load(), total()
+	waitFor(t, "four rounds of checks", func() bool {
+		for _, w := range ws {
+			if w.Stats().Reconciles < 5 {
+				return false
+			}
+		}
+		return true
+	})
+	b, r := barriers.Load()-b0, total()-r0
+	if r < 4*n || b*4 > int64(r) {
+		t.Errorf("%d periodic checks of %d watchers took %d barriers, want at most a quarter as many", r, n, b)
+	}
+	t.Logf("%d checks, %d barriers", r, b)
 }

@@ -351,10 +351,10 @@ type repairer struct {
 	scanner *reconcile.Scanner
 	last    *hostScan
 
-	checkMu  sync.Mutex // guards checker, walk and walkScan (tree-local checks)
-	checker  *reconcile.Scanner
-	walk     reconcile.Walk
-	walkScan hostScan
+	checkMu   sync.Mutex // guards checker, walks and walkScans (tree-local checks)
+	checker   *reconcile.Scanner
+	walks     []reconcile.Walk // one per tree of a batch of checks, reused
+	walkScans []hostScan
 
 	sched map[*Watcher]*schedule // the loop's only
 }
@@ -406,6 +406,13 @@ func (rp *repairer) run() {
 				delete(rp.sched, w)
 			}
 		}
+		// The watchers due now, and with them those due within a quarter
+		// of their interval, are checked in one batch: one walk each, one
+		// barrier for all, and one host scan for those whose turn it is.
+		// Their schedules then fall into step, so that a hub of many
+		// watchers wakes its writer for one barrier an interval, not one
+		// per watcher.
+		anyDue := false
 		for _, w := range ws {
 			iv := w.backgroundInterval()
 			if iv <= 0 {
@@ -416,19 +423,41 @@ func (rp *repairer) run() {
 				s = &schedule{next: now.Add(iv)}
 				rp.sched[w] = s
 			}
-			if !s.next.After(now) {
-				s.n++
-				if s.n%fullScanEvery == 0 {
-					_ = rp.fullRepair([]*Watcher{w}, now.Add(-iv), true)
-				} else {
-					rp.checkMembers(w)
-				}
-				w.mu.Lock()
-				w.tr.PruneGone(time.Now().Add(-goneMemory))
-				w.mu.Unlock()
-				s.next = time.Now().Add(iv)
+			anyDue = anyDue || !s.next.After(now)
+		}
+		var check, full, batch []*Watcher
+		var oldest time.Time
+		for _, w := range ws {
+			iv := w.backgroundInterval()
+			s := rp.sched[w]
+			if iv <= 0 || s == nil || !anyDue || s.next.After(now.Add(iv/4)) {
+				continue
 			}
-			if s.next.Before(next) {
+			s.n++
+			batch = append(batch, w)
+			if s.n%fullScanEvery == 0 {
+				full = append(full, w)
+				if since := now.Add(-iv); oldest.IsZero() || since.Before(oldest) {
+					oldest = since
+				}
+			} else {
+				check = append(check, w)
+			}
+		}
+		if len(full) > 0 {
+			_ = rp.fullRepair(full, oldest, true)
+		}
+		if len(check) > 0 {
+			rp.checkMembers(check...)
+		}
+		for _, w := range batch {
+			w.mu.Lock()
+			w.tr.PruneGone(time.Now().Add(-goneMemory))
+			w.mu.Unlock()
+			rp.sched[w].next = time.Now().Add(w.backgroundInterval())
+		}
+		for _, w := range ws {
+			if s := rp.sched[w]; s != nil && w.backgroundInterval() > 0 && s.next.Before(next) {
 				next = s.next
 			}
 		}
@@ -455,7 +484,7 @@ func (rp *repairer) repairAll() {
 		host = len(rp.last.entries)
 	}
 	rp.scanMu.Unlock()
-	var big []*Watcher
+	var big, small []*Watcher
 	for _, w := range rp.r.attached() {
 		w.mu.Lock()
 		n := w.tr.Len()
@@ -464,7 +493,10 @@ func (rp *repairer) repairAll() {
 			big = append(big, w)
 			continue
 		}
-		rp.checkMembers(w)
+		small = append(small, w)
+	}
+	if len(small) > 0 {
+		rp.checkMembers(small...)
 	}
 	if len(big) > 0 {
 		_ = rp.fullRepair(big, time.Now(), true)
@@ -503,30 +535,48 @@ func (rp *repairer) fullRepair(ws []*Watcher, since time.Time, repair bool) erro
 	return nil
 }
 
+// look is one tree's look at /proc (a walk of it, or a host scan) for the
+// writer to apply.
+type look struct {
+	w  *Watcher
+	hs *hostScan
+}
+
 // applyAfterQueued has the writer apply hs to each of ws once every event
 // queued until now has been applied, and waits for that.
 func (rp *repairer) applyAfterQueued(ws []*Watcher, hs *hostScan, repair bool) {
+	looks := make([]look, len(ws))
+	for i, w := range ws {
+		looks[i] = look{w, hs}
+	}
+	rp.applyLooks(looks, repair)
+}
+
+// applyLooks has the writer apply each look to its tree once every event
+// queued until now has been applied (one barrier for all), and waits for
+// that.
+func (rp *repairer) applyLooks(looks []look, repair bool) {
 	h := rp.r.h
-	if repair && showsGone(ws, hs) {
+	if repair && slices.ContainsFunc(looks, func(l look) bool { return showsGone([]*Watcher{l.w}, l.hs) }) {
 		rp.waitGrace()
 	}
-	// The overruns since the look started are the epochs it cannot vouch
-	// for (tracker.ScanOptions.Epoch).
-	epochAt := func(tr *tracker.Tracker) uint64 {
-		since := h.overruns.Load() - hs.overruns
-		return tr.Epoch() - min(since, tr.Epoch())
-	}
 	var pre []int
-	for _, w := range ws {
-		pre = append(pre, rp.preAdd(w, hs)...)
+	for _, l := range looks {
+		pre = append(pre, rp.preAdd(l.w, l.hs)...)
 	}
 	if rp.beforeBarrier != nil {
 		rp.beforeBarrier()
 	}
 	rp.afterQueued(func(wr *writer) {
-		for _, w := range ws {
-			w.applyScan(hs, repair, epochAt, wr)
-			wr.applyLateExits(w, hs)
+		for _, l := range looks {
+			// The overruns since the look started are the epochs it
+			// cannot vouch for (tracker.ScanOptions.Epoch).
+			epochAt := func(tr *tracker.Tracker) uint64 {
+				since := h.overruns.Load() - l.hs.overruns
+				return tr.Epoch() - min(since, tr.Epoch())
+			}
+			l.w.applyScan(l.hs, repair, epochAt, wr)
+			wr.applyLateExits(l.w, l.hs)
 		}
 		wr.filter.unpend(pre)
 		for _, pid := range pre {
@@ -638,7 +688,8 @@ func (w *Watcher) walkTree(sc *reconcile.Scanner, wk *reconcile.Walk, hs *hostSc
 	return hs.fromWalk(wk, known), nil
 }
 
-// checkMembers is the tree-local reconcile: each member (and the root) is
+// checkMembers is the tree-local reconcile of each of ws, looked at one
+// after the other and applied behind one barrier: each member (and the root) is
 // read through its own /proc entry, and its children through its threads'
 // children files (reconcile.Walk), so the check costs O(tree), not
 // O(host). It is applied as a scan of the tree (tracker.ScanOptions
@@ -647,16 +698,34 @@ func (w *Watcher) walkTree(sc *reconcile.Scanner, wk *reconcile.Walk, hs *hostSc
 // awaiting a decision get it. A member that cannot be read stays, and is
 // counted (WatcherStats.Unreadable). On a kernel without children files
 // it falls back to a host scan.
-func (rp *repairer) checkMembers(w *Watcher) {
+func (rp *repairer) checkMembers(ws ...*Watcher) {
 	rp.checkMu.Lock()
 	defer rp.checkMu.Unlock()
-	unreadable, err := w.walkTree(rp.checker, &rp.walk, &rp.walkScan, rp.r.h.overruns.Load())
-	if err != nil {
-		_ = rp.fullRepair([]*Watcher{w}, time.Now(), true)
-		return
+	for len(rp.walks) < len(ws) {
+		rp.walks = append(rp.walks, reconcile.Walk{})
+		rp.walkScans = append(rp.walkScans, hostScan{})
 	}
-	rp.applyAfterQueued([]*Watcher{w}, &rp.walkScan, true)
-	w.mu.Lock()
-	w.stats.Unreadable = unreadable
-	w.mu.Unlock()
+	looks := make([]look, 0, len(ws))
+	unreadable := make([]int, 0, len(ws))
+	var scan []*Watcher // no children files: a host scan instead
+	for i, w := range ws {
+		n, err := w.walkTree(rp.checker, &rp.walks[i], &rp.walkScans[i], rp.r.h.overruns.Load())
+		if err != nil {
+			scan = append(scan, w)
+			continue
+		}
+		looks = append(looks, look{w, &rp.walkScans[i]})
+		unreadable = append(unreadable, n)
+	}
+	if len(looks) > 0 {
+		rp.applyLooks(looks, true)
+	}
+	for i, l := range looks {
+		l.w.mu.Lock()
+		l.w.stats.Unreadable = unreadable[i]
+		l.w.mu.Unlock()
+	}
+	if len(scan) > 0 {
+		_ = rp.fullRepair(scan, time.Now(), true)
+	}
 }
