@@ -15,12 +15,7 @@ import (
 // blocked read takes effect, and Close unblocks a read and closes the
 // socket.
 func TestIntegrationBlockingReads(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("privileged test skipped under CI")
-		}
-		t.Skip("skipping: needs root (CI runs it as root)")
-	}
+	requireRoot(t)
 	c, err := Dial(&Config{reader: readStrategy{set: true, blocking: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -28,22 +23,7 @@ func TestIntegrationBlockingReads(t *testing.T) {
 	if !c.sock.(*nlSocket).Blocking() {
 		t.Fatal("blocking mode not in force")
 	}
-	cmd := exec.Command("/bin/true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Mark(1); err != nil {
-		t.Fatal(err)
-	}
-	var evs []Event
-	for len(evs) == 0 || evs[len(evs)-1].What != WhatMark {
-		if evs, err = c.Receive(evs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if i := indexOfFork(evs, cmd.Process.Pid); i < 0 {
-		t.Errorf("fork of %d not received", cmd.Process.Pid)
-	}
+	receiveChild(t, c)
 
 	// A deadline set while a read blocks ends it.
 	errc := make(chan error, 1)
@@ -84,6 +64,112 @@ func TestIntegrationBlockingReads(t *testing.T) {
 	}
 }
 
+// TestIntegrationCoalesceBlocking checks the read mode that Config.Coalesce
+// chooses on a real socket: a positive Coalesce reads in blocking mode
+// (the socket out of the runtime's poller; internal/nlsock's tests check
+// the epoll set), and still delivers events and markers and ends a
+// blocked Receive on Close; zero, a negative value, or a wait capped to
+// nothing by a small buffer keep the poller.
+func TestIntegrationCoalesceBlocking(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		blocking bool
+	}{
+		{"default", Config{}, false},
+		{"never", Config{Coalesce: -1}, false},
+		{"coalesce 20ms", Config{Coalesce: 20 * time.Millisecond}, true},
+		{"coalesce 5ms", Config{Coalesce: 5 * time.Millisecond}, true},
+		// 16 KiB (32 KiB charged) hold 32 datagrams: 160 µs at 50,000/s,
+		// below the 500 µs floor, so no wait and no reason to block.
+		{"coalesce capped to none", Config{Coalesce: 20 * time.Millisecond, ReadBuffer: 16 << 10}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Dial(&tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s := c.sock.(*nlSocket)
+			if !c.CanMark() {
+				t.Skip("skipping: the socket cannot send to itself")
+			}
+			if s.Blocking() != tc.blocking || c.strategy.blocking != tc.blocking {
+				t.Fatalf("blocking mode %v (strategy %v), want %v", s.Blocking(), c.strategy.blocking, tc.blocking)
+			}
+			if got := s.Conn() == nil; got != tc.blocking {
+				t.Errorf("socket detached from its netlink Conn: %v, want %v", got, tc.blocking)
+			}
+			receiveChild(t, c)
+
+			// Close ends a blocked Receive.
+			errc := make(chan error, 1)
+			go func() {
+				var err error
+				for err == nil || errors.Is(err, ErrOverrun) {
+					_, err = c.Receive(make([]Event, 0, 1))
+				}
+				errc <- err
+			}()
+			if tc.blocking {
+				for !s.ReadBlocked() {
+					time.Sleep(time.Millisecond) // until the read blocks: a state, not a guess
+				}
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, ErrClosed) {
+					t.Errorf("Receive during Close = %v, want ErrClosed", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Receive did not return within 10 s of Close")
+			}
+		})
+	}
+}
+
+// receiveChild runs a child, then receives up to a marker behind its
+// events, and checks that its fork came (unless the kernel dropped events
+// meanwhile: a storm of other tests on the host).
+func receiveChild(t *testing.T, c *Conn) {
+	t.Helper()
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mark(7); err != nil {
+		t.Fatal(err)
+	}
+	forked, overrun := false, false
+	buf := make([]Event, 0, MaxBatch)
+	for {
+		evs, err := c.Receive(buf[:0])
+		switch {
+		case errors.Is(err, ErrOverrun):
+			overrun = true
+		case err != nil:
+			t.Fatal(err)
+		}
+		forked = forked || indexOfFork(evs, cmd.Process.Pid) >= 0
+		for _, ev := range evs {
+			if ev.What != WhatMark {
+				continue
+			}
+			if ev.Ack != 7 {
+				t.Errorf("marker %d, want 7", ev.Ack)
+			}
+			if !forked && !overrun {
+				t.Errorf("fork of %d not received", cmd.Process.Pid)
+			}
+			return
+		}
+	}
+}
+
 func indexOfFork(evs []Event, pid int) int {
 	for i, ev := range evs {
 		if ev.What == WhatFork && ev.PID == int32(pid) {
@@ -91,4 +177,16 @@ func indexOfFork(evs []Event, pid int) int {
 		}
 	}
 	return -1
+}
+
+// requireRoot skips the test unless it runs as root, and fails it under
+// CI, which runs as root.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("privileged test skipped under CI")
+		}
+		t.Skip("skipping: needs root (CI runs it as root)")
+	}
 }

@@ -91,6 +91,19 @@ type Config struct {
 	// quarter of the receive buffer meanwhile (20 ms with the default 4
 	// MiB), and below 500 µs it is none. A negative value never waits,
 	// even under load.
+	//
+	// With a positive Coalesce (and a wait left after the cap) the socket
+	// is read in blocking mode where it can send to itself (see CanMark;
+	// it needs CAP_NET_ADMIN): it leaves the runtime's poller and each read
+	// blocks in recvmmsg(2) on the reading thread, woken by a datagram
+	// the socket sends itself for Close and SetReadDeadline. In the
+	// poller, every datagram that arrives during a wait would wake the
+	// thread that sleeps in epoll_wait for the runtime's timers, to find
+	// nobody waiting (measured during a 20,000-fork storm with 100 ms
+	// waits: one wake-up per datagram, a quarter of the reader's CPU in
+	// those context switches), which defeats the wait. The default
+	// (zero) stays in the poller, where a read that waits costs no
+	// thread; so does a Conn that cannot send to itself.
 	Coalesce time.Duration
 
 	// reader overrides the read strategy; the benchmarks of the variants
@@ -328,7 +341,9 @@ func NewConn(s Socket, cfg *Config) (*Conn, error) {
 	conn.strategy = defaultStrategy()
 	switch {
 	case c.Coalesce > 0:
-		conn.strategy = readStrategy{coalesce: c.Coalesce, minBatch: 1}
+		// Blocking reads, if the wait survives the cap below (see
+		// Config.Coalesce).
+		conn.strategy = readStrategy{coalesce: c.Coalesce, minBatch: 1, blocking: true}
 		conn.loaded = true // at any rate (minRate 0)
 	case c.Coalesce < 0:
 		conn.strategy = readStrategy{}
@@ -348,6 +363,11 @@ func NewConn(s Socket, cfg *Config) (*Conn, error) {
 		if conn.strategy.coalesce < 500*time.Microsecond {
 			conn.strategy.coalesce = 0
 		}
+	}
+	if c.Coalesce > 0 && !c.reader.set && conn.strategy.coalesce == 0 {
+		// No wait left: blocking reads alone cost more than the poller
+		// (BenchmarkReaderCPU).
+		conn.strategy.blocking = false
 	}
 	if bs, ok := s.(interface{ setBlocking() error }); ok && conn.strategy.blocking && conn.canMark {
 		if err := bs.setBlocking(); err != nil {
@@ -768,6 +788,15 @@ func (c *Conn) checkDrops() error {
 // The wait is shortened to what a quarter of the receive buffer holds at
 // 50,000 events/s (5 ms needs about 1 MiB; the default buffer is 4 MiB),
 // and is off below 500 µs (buffers under about 100 KiB).
+//
+// With a positive Config.Coalesce every read that returned events but not
+// a full batch is followed by the wait, at any rate, and the reads block
+// in recvmmsg(2) on the calling goroutine's thread, outside the runtime's
+// poller, where the socket can send to itself (CanMark): datagrams that
+// arrive during a wait then wake no thread. Close and SetReadDeadline
+// wake a blocked Receive with a datagram the socket sends itself, which
+// Receive skips. Otherwise (the default, and without CanMark) Receive
+// waits in the runtime's poller.
 //
 // When the kernel reports an overrun Receive returns the events it has and
 // an error matching ErrOverrun (with Config.NoENOBUFS, a *DropError with

@@ -51,7 +51,7 @@ func dialSocket() (*nlSocket, error) {
 
 // Send implements Socket.
 func (s *nlSocket) Send(payload []byte) error {
-	_, err := s.Conn().Send(netlink.Message{
+	_, err := s.Socket.Send(netlink.Message{
 		Header: netlink.Header{Type: netlink.Done},
 		Data:   payload,
 	})

@@ -31,8 +31,16 @@ var readerVariants = map[string]readStrategy{
 	"netpoll+coal4/2ms":  {set: true, coalesce: 2 * time.Millisecond, minBatch: 4, minRate: 5000},
 	"default":            func() readStrategy { s := defaultStrategy(); s.set = true; return s }(),
 	"blocking+coal4/5ms": {set: true, blocking: true, coalesce: 5 * time.Millisecond, minBatch: 4, minRate: 5000},
-	treeInside:           {},
-	treeOutside:          {},
+	// Config.Coalesce's waits at any rate (coal1: after every read that
+	// was not a full batch), in the poller or out of it (blocking, what a
+	// positive Config.Coalesce chooses): in the poller every datagram of
+	// a wait wakes the thread that waits in epoll_wait for a timer.
+	"netpoll+coal1/5ms":   {set: true, coalesce: 5 * time.Millisecond, minBatch: 1},
+	"netpoll+coal1/20ms":  {set: true, coalesce: 20 * time.Millisecond, minBatch: 1},
+	"blocking+coal1/5ms":  {set: true, blocking: true, coalesce: 5 * time.Millisecond, minBatch: 1},
+	"blocking+coal1/20ms": {set: true, blocking: true, coalesce: 20 * time.Millisecond, minBatch: 1},
+	treeInside:            {},
+	treeOutside:           {},
 }
 
 // The tree filter variants: the default strategy with a TreeFilter whose

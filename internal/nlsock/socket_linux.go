@@ -4,6 +4,7 @@ package nlsock
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -21,11 +22,14 @@ const MaxBatch = 64
 
 // Socket is a netlink socket read with recvmmsg(2). Reads (ReadBatch,
 // ReadQueued and the Slot and Received calls around them) come from one
-// goroutine at a time; the other methods may be called from any goroutine.
+// goroutine at a time; the other methods may be called from any goroutine
+// (SetBlocking excepted, see there).
 type Socket struct {
-	nc  *netlink.Conn
+	nc  *netlink.Conn // nil once SetBlocking has detached the socket
+	f   *os.File      // the detached descriptor (blocking mode), else nil
 	rc  syscall.RawConn
 	pid uint32
+	seq atomic.Uint32 // netlink sequence numbers of Send in blocking mode
 
 	// recvmmsg scratch, used by one read at a time.
 	hdrs      [MaxBatch]unix.Mmsghdr
@@ -45,6 +49,11 @@ type Socket struct {
 	blocking bool
 	reading  atomic.Bool // a blocking read is in progress
 	closing  atomic.Bool
+	// idle holds one token while no blocking read is in progress: a read
+	// takes it for its duration, Close takes it for good, so that Close
+	// returns only once a blocked read has returned, and a read that
+	// finds it gone knows the socket is closed.
+	idle     chan struct{}
 	rcvtimeo time.Duration // SO_RCVTIMEO in force; used by one reader at a time
 	dmu      sync.Mutex
 	deadline time.Time
@@ -71,7 +80,9 @@ func Dial(family int, cfg *netlink.Config) (*Socket, error) {
 }
 
 // Conn returns the underlying netlink Conn, for sending requests (for
-// example through genetlink.NewConn). Reads go through the Socket.
+// example through genetlink.NewConn). Reads go through the Socket. In
+// blocking mode (after SetBlocking) the socket has left the Conn, and
+// Conn returns nil.
 func (s *Socket) Conn() *netlink.Conn { return s.nc }
 
 // PortID returns the socket's netlink port id (nl_pid).
@@ -174,8 +185,16 @@ func (s *Socket) doReadNow(fd uintptr) {
 }
 
 // readBlocking is one blocking recvmmsg(2) (MSG_WAITFORONE: it returns as
-// soon as one datagram is there), with the deadline as SO_RCVTIMEO.
+// soon as one datagram is there), with the deadline as SO_RCVTIMEO. It
+// holds the idle token meanwhile; without it (Close has it) the socket is
+// closed.
 func (s *Socket) readBlocking() error {
+	select {
+	case <-s.idle:
+	default:
+		return net.ErrClosed
+	}
+	defer func() { s.idle <- struct{}{} }()
 	for {
 		if s.closing.Load() {
 			return net.ErrClosed
@@ -218,8 +237,9 @@ func (s *Socket) readBlocking() error {
 	}
 }
 
-// doBlockingRead is the RawConn.Read callback of blocking mode; the read
-// lock it runs under keeps Close from closing the descriptor meanwhile.
+// doBlockingRead is the RawConn.Read callback of blocking mode. Close
+// waits for it (the idle token), and the os.File's read lock it runs under
+// would keep the descriptor open until it returns in any case.
 func (s *Socket) doBlockingRead(fd uintptr) bool {
 	for {
 		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[0])),
@@ -239,16 +259,54 @@ func (s *Socket) doBlockingRead(fd uintptr) bool {
 // recvmmsg(2) on the calling thread instead of waiting in the runtime's
 // poller. Close and SetReadDeadline then wake a blocked read with a
 // 1-byte datagram from the socket's own port (see SendToSelf), which the
-// reader must skip. Call it once, before the first read, and only where
-// the socket can send to itself.
+// reader must skip. Call it once, before the first read and before the
+// socket is shared between goroutines, and only where the socket can send
+// to itself.
+//
+// The socket also leaves the runtime's poller, so that datagrams that
+// arrive while nobody reads (between the reads of a coalescing reader)
+// wake no thread. Clearing O_NONBLOCK alone would not do that: the
+// descriptor stays registered (edge-triggered) in the runtime's epoll
+// instance, and every datagram wakes the thread that waits in epoll_wait
+// for a timer. So SetBlocking duplicates the descriptor (the duplicate
+// shares the open file description, and so the socket, its port id,
+// options and queue), closes the netlink Conn (which removes the original
+// descriptor from the epoll set and closes it), makes the duplicate
+// blocking and wraps it in an os.File, which does not register a blocking
+// descriptor. Conn then returns nil; Send, SetReadBuffer, SetNoENOBUFS and
+// the other methods work on the duplicate with system calls of their own.
 func (s *Socket) SetBlocking() error {
-	var serr error
-	if err := s.rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil {
+	if s.blocking {
+		return nil
+	}
+	dup := -1
+	var derr error
+	if err := s.rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
 		return err
 	}
-	if serr != nil {
-		return os.NewSyscallError("fcntl", serr)
+	if derr != nil {
+		return os.NewSyscallError("fcntl", derr)
 	}
+	if err := s.nc.Close(); err != nil {
+		_ = unix.Close(dup)
+		return err
+	}
+	if err := unix.SetNonblock(dup, false); err != nil {
+		_ = unix.Close(dup)
+		return os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(dup), "netlink")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return err
+	}
+	s.nc, s.f, s.rc = nil, f, rc
+	s.seq.Store(rand.Uint32())
+	s.idle = make(chan struct{}, 1)
+	s.idle <- struct{}{}
 	s.blocking = true
 	return nil
 }
@@ -281,18 +339,72 @@ func (s *Socket) SetReadDeadline(t time.Time) error {
 }
 
 // SetReadBuffer sets the receive buffer size in bytes (SO_RCVBUFFORCE,
-// else SO_RCVBUF).
-func (s *Socket) SetReadBuffer(bytes int) error { return s.nc.SetReadBuffer(bytes) }
+// which needs CAP_NET_ADMIN, else SO_RCVBUF, capped by
+// net.core.rmem_max).
+func (s *Socket) SetReadBuffer(bytes int) error {
+	if err := s.setsockoptInt(unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bytes); err == nil {
+		return nil
+	}
+	return s.setsockoptInt(unix.SOL_SOCKET, unix.SO_RCVBUF, bytes)
+}
+
+// wakeRetry is how often Close sends another wake-up datagram while it
+// waits for a blocked read to return: a wake-up can be lost to a full
+// queue (the read then has datagrams to return anyway) or to a filter.
+const wakeRetry = 50 * time.Millisecond
 
 // Close closes the socket and makes a read in progress return an error
 // (net.ErrClosed in blocking mode). In blocking mode it wakes a blocked
-// read first: the descriptor is closed once that read has returned.
+// read first (see SendToSelf) and returns once that read has returned
+// and the descriptor is closed. A second Close returns an error matching
+// net.ErrClosed.
 func (s *Socket) Close() error {
-	if s.blocking {
-		s.closing.Store(true)
-		s.sendWake() // a read that starts now returns at once
+	if !s.blocking {
+		return s.nc.Close()
 	}
-	return s.nc.Close()
+	if !s.closing.CompareAndSwap(false, true) {
+		return net.ErrClosed
+	}
+	select {
+	case <-s.idle: // no read in progress; later ones find no token
+	default:
+		s.sendWake()
+		t := time.NewTicker(wakeRetry)
+		defer t.Stop()
+	wait:
+		for {
+			select {
+			case <-s.idle:
+				break wait
+			case <-t.C:
+				s.sendWake()
+			}
+		}
+	}
+	return s.f.Close()
+}
+
+// Send sends m to the kernel (port 0), filling in its length, sequence
+// number and port id where they are zero as netlink.Conn.Send does, and
+// returns the message sent.
+func (s *Socket) Send(m netlink.Message) (netlink.Message, error) {
+	if s.nc != nil {
+		return s.nc.Send(m)
+	}
+	if m.Header.Length == 0 {
+		m.Header.Length = uint32((unix.SizeofNlMsghdr + len(m.Data) + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1))
+	}
+	if m.Header.Sequence == 0 {
+		m.Header.Sequence = s.seq.Add(1)
+	}
+	if m.Header.PID == 0 {
+		m.Header.PID = s.pid
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return netlink.Message{}, err
+	}
+	return m, s.sendTo(b, 0, 0)
 }
 
 // SendToSelf queues msg on the socket's own receive queue (sendto(2) to
@@ -300,8 +412,13 @@ func (s *Socket) Close() error {
 // syscall.EAGAIN; without CAP_NET_ADMIN some families answer
 // syscall.EPERM.
 func (s *Socket) SendToSelf(msg []byte) error {
+	return s.sendTo(msg, s.pid, unix.MSG_DONTWAIT)
+}
+
+// sendTo is sendto(2) of msg to the netlink port id port.
+func (s *Socket) sendTo(msg []byte, port uint32, flags int) error {
 	var errno syscall.Errno
-	to := unix.RawSockaddrNetlink{Family: unix.AF_NETLINK, Pid: s.pid}
+	to := unix.RawSockaddrNetlink{Family: unix.AF_NETLINK, Pid: port}
 	err := s.rc.Control(func(fd uintptr) {
 		var p unsafe.Pointer
 		if len(msg) > 0 {
@@ -309,7 +426,7 @@ func (s *Socket) SendToSelf(msg []byte) error {
 		}
 		for {
 			_, _, errno = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(msg)),
-				unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&to)), unix.SizeofSockaddrNetlink)
+				uintptr(flags), uintptr(unsafe.Pointer(&to)), unix.SizeofSockaddrNetlink)
 			if errno != unix.EINTR {
 				return
 			}
@@ -325,7 +442,11 @@ func (s *Socket) SendToSelf(msg []byte) error {
 // not fit in a full receive queue without reporting ENOBUFS, and counts
 // each drop (MemInfo's Drops).
 func (s *Socket) SetNoENOBUFS(on bool) error {
-	return s.nc.SetOption(netlink.NoENOBUFS, on)
+	v := 0
+	if on {
+		v = 1
+	}
+	return s.setsockoptInt(unix.SOL_NETLINK, unix.NETLINK_NO_ENOBUFS, v)
 }
 
 // MemInfo is the kernel's per-socket memory accounting (SO_MEMINFO, the
@@ -388,20 +509,20 @@ func (s *Socket) SetFilter(prog []unix.SockFilter) error {
 // AttachBPF attaches an eBPF socket filter program (SO_ATTACH_BPF) by
 // its file descriptor, replacing any filter.
 func (s *Socket) AttachBPF(progFD int) error {
-	return s.setsockoptInt(unix.SO_ATTACH_BPF, progFD)
+	return s.setsockoptInt(unix.SOL_SOCKET, unix.SO_ATTACH_BPF, progFD)
 }
 
 // DetachFilter detaches the socket's filter, classic or eBPF
 // (SO_DETACH_FILTER, which is SO_DETACH_BPF); without one the error
 // matches unix.ENOENT.
 func (s *Socket) DetachFilter() error {
-	return s.setsockoptInt(unix.SO_DETACH_FILTER, 0)
+	return s.setsockoptInt(unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
 }
 
-func (s *Socket) setsockoptInt(opt, v int) error {
+func (s *Socket) setsockoptInt(level, opt, v int) error {
 	var serr error
 	err := s.rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, v)
+		serr = unix.SetsockoptInt(int(fd), level, opt, v)
 	})
 	if err != nil {
 		return err
