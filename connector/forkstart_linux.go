@@ -9,7 +9,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,77 +18,6 @@ import (
 type taskOffsets struct {
 	children, sibling, realParent, pid, tgid, startBoottime uint32
 	listPrev                                                uint32 // in struct list_head
-}
-
-// kernelTaskOffsets finds the offsets in the kernel BTF spec; a nil spec
-// is a kernel without BTF.
-func kernelTaskOffsets(spec *btf.Spec) (taskOffsets, error) {
-	var o taskOffsets
-	if spec == nil {
-		return o, errors.New("no kernel BTF")
-	}
-	var task *btf.Struct
-	if err := spec.TypeByName("task_struct", &task); err != nil {
-		return o, fmt.Errorf("kernel BTF has no struct task_struct: %w", err)
-	}
-	fields := []struct {
-		name string
-		size int
-		dst  *uint32
-	}{
-		{"children", 16, &o.children},
-		{"sibling", 16, &o.sibling},
-		{"real_parent", 8, &o.realParent},
-		{"pid", 4, &o.pid},
-		{"tgid", 4, &o.tgid},
-		{"start_boottime", 8, &o.startBoottime},
-	}
-	var children btf.Type
-	for _, fl := range fields {
-		m, off, ok := findMember(task, fl.name, 0)
-		if !ok {
-			return o, fmt.Errorf("task_struct has no member %s in the kernel BTF", fl.name)
-		}
-		size, err := btf.Sizeof(m.Type)
-		if err != nil || size != fl.size || m.BitfieldSize != 0 || off%8 != 0 {
-			return o, fmt.Errorf("task_struct.%s is not a %d-byte field in the kernel BTF", fl.name, fl.size)
-		}
-		*fl.dst = uint32(off / 8)
-		if fl.name == "children" {
-			children = m.Type
-		}
-	}
-	prev, off, ok := findMember(children, "prev", 0)
-	if size, err := btf.Sizeof(prev.Type); !ok || err != nil || size != 8 || off%8 != 0 {
-		return o, errors.New("struct list_head has no 8-byte prev in the kernel BTF")
-	}
-	o.listPrev = uint32(off / 8)
-	return o, nil
-}
-
-// findMember looks for a member by name in a struct or union, and in the
-// anonymous structs and unions inside it; off is in bits from the outer
-// type's start.
-func findMember(t btf.Type, name string, base btf.Bits) (btf.Member, btf.Bits, bool) {
-	var members []btf.Member
-	switch t := btf.UnderlyingType(t).(type) {
-	case *btf.Struct:
-		members = t.Members
-	case *btf.Union:
-		members = t.Members
-	}
-	for _, m := range members {
-		if m.Name == name {
-			return m, base + m.Offset, true
-		}
-		if m.Name != "" {
-			continue
-		}
-		if found, off, ok := findMember(m.Type, name, base+m.Offset); ok {
-			return found, off, true
-		}
-	}
-	return btf.Member{}, 0, false
 }
 
 // Stack slots of the recorder, below those of treeProgram.
@@ -242,11 +170,7 @@ type startRecorder struct {
 // newStartRecorder makes the slot map and maps it; on failure it returns
 // nil and why.
 func newStartRecorder() (*startRecorder, string) {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		return nil, fmt.Sprintf("no kernel BTF (%v)", err)
-	}
-	o, err := kernelTaskOffsets(spec)
+	o, err := readTaskOffsets(kernelBTFPath)
 	if err != nil {
 		return nil, err.Error()
 	}
