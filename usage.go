@@ -62,7 +62,9 @@ type keptUsage struct {
 // openUsage opens the taskstats listener, filtered by hf where it can be.
 func openUsage(hf *hubFilter, overruns *atomic.Uint64) *usageSource {
 	us := &usageSource{kept: make(map[int][]keptUsage), overruns: overruns}
-	l, err := taskstats.Listen(nil)
+	// The writer reads records only with Sync, between batches: out of
+	// the runtime's poller, records arriving meanwhile wake no thread.
+	l, err := taskstats.Listen(&taskstats.Config{OffPoller: true})
 	if err != nil {
 		us.reason = "taskstats unavailable: " + err.Error()
 		if errors.Is(err, taskstats.ErrPermission) {

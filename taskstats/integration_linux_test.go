@@ -2,6 +2,7 @@ package taskstats_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,8 +138,10 @@ func TestIntegrationListenClose(t *testing.T) {
 		return len(ents)
 	}
 	before := fds()
-	for range 3 {
-		l, err := taskstats.Listen(nil)
+	for i := range 4 {
+		// Half of them out of the poller: Receive blocks in recvmmsg and
+		// Close must wake it.
+		l, err := taskstats.Listen(&taskstats.Config{OffPoller: i%2 == 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -640,7 +643,13 @@ func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) 
 // (the kernel queues the record before the parent can reap the child).
 func TestIntegrationSync(t *testing.T) {
 	requireTaskstats(t)
-	l := listen(t, nil)
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("OffPoller=%v", off), func(t *testing.T) { testSync(t, &taskstats.Config{OffPoller: off}) })
+	}
+}
+
+func testSync(t *testing.T, cfg *taskstats.Config) {
+	l := listen(t, cfg)
 	for range 3 {
 		h := startHelper(t, "exit")
 		h.Finish(t)

@@ -66,6 +66,16 @@ type Config struct {
 	// Size ReadBuffer for the records of one interval. Zero (the default)
 	// reads at once.
 	MinReadInterval time.Duration
+
+	// OffPoller takes the socket out of the Go runtime's poller once the
+	// registration is acknowledged (Listen only; see
+	// nlsock.Socket.SetBlocking): records that arrive while nobody reads
+	// then wake no thread. A program that reads only with Sync, between
+	// batches of its own work, wants it: in the poller every record wakes
+	// the thread that waits in epoll_wait for the runtime's next timer,
+	// once per exit in a fork storm. Receive then blocks in recvmmsg on
+	// its thread, and Close wakes it.
+	OffPoller bool
 }
 
 // A Datagram is one receive slot of a Socket batch read.

@@ -25,7 +25,15 @@ func Listen(cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewListener(s, cfg)
+	l, err := NewListener(s, cfg)
+	if err != nil || cfg == nil || !cfg.OffPoller {
+		return l, err
+	}
+	if err := s.SetBlocking(); err != nil {
+		_ = l.Close()
+		return nil, &OpError{Op: "listen", Err: err, Detail: "taking the socket out of the runtime's poller"}
+	}
+	return l, nil
 }
 
 // gSocket is the real Socket: an nlsock.Socket, read with recvmmsg(2)
@@ -61,8 +69,21 @@ func dialSocket() (*gSocket, error) {
 	return &gSocket{Socket: s, gc: gc, family: f.ID}, nil
 }
 
-// Send implements Socket.
+// Send implements Socket. Out of the poller (Config.OffPoller) the
+// genetlink Conn is gone with the netlink Conn it wrapped, and the
+// request goes through the socket itself: a netlink header, then the
+// generic netlink header (command, version 1, reserved) and attrs.
 func (s *gSocket) Send(cmd uint8, attrs []byte) (uint32, error) {
+	if s.Conn() == nil {
+		m, err := s.Socket.Send(netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(s.family), Flags: netlink.Request | netlink.Acknowledge},
+			Data:   append([]byte{cmd, 1, 0, 0}, attrs...),
+		})
+		if err != nil {
+			return 0, err
+		}
+		return m.Header.Sequence, nil
+	}
 	m, err := s.gc.Send(genetlink.Message{
 		Header: genetlink.Header{Command: cmd, Version: 1},
 		Data:   attrs,
