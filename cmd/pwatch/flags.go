@@ -79,15 +79,14 @@ type outputFlags struct {
 	coalesce time.Duration
 }
 
-// defaultCoalesce is pwatch's --coalesce: 20 ms. pwatch's output is
-// buffered and flushed every 100 ms anyway, so holding the kernel's events
-// 20 ms after each read delays nothing a reader of its files sees by more
-// than that, and one wake-up then reads a storm's events in batches: with
-// the socket out of the runtime's poller while it waits (connector
-// blocking mode), pwatch watch cost 1.46x forkstat's CPU per event in a
-// fork storm where it reads each event at once at 2-4x (BENCHMARKS.md
-// section 3). 0 reads each event at once.
-const defaultCoalesce = 20 * time.Millisecond
+// defaultCoalesce is pwatch's --coalesce: none. With 20 ms, pwatch
+// watch cost 1.48x forkstat's CPU per event in a fork storm against 2-4x
+// (BENCHMARKS.md, the run of 462701b), but an event read 20 ms late finds
+// a short-lived child gone: its command line can no longer be read
+// (TestSummaryReadable's failures showed their parent's), and pwatch
+// promises command lines by default. So pwatch reads each event at once
+// unless asked.
+const defaultCoalesce = 0
 
 func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
 	help := "write every event as one JSON object per line to `FILE`"
@@ -99,7 +98,7 @@ func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`HOST:PORT`/metrics (port 0 = any; the address is printed on stderr)")
 	fs.DurationVar(&f.pollInterval, "poll-interval", 100*time.Millisecond, "how often to scan /proc in polling mode, and to check whether the tree is empty")
 	fs.IntVar(&f.listMax, "list-max", 10, "list at most `N` processes in each list of the summary (failed, left behind); 0 = all")
-	fs.DurationVar(&f.coalesce, "coalesce", defaultCoalesce, "in connector mode, hold the kernel's events up to `DURATION` after each read, so that one wake-up reads many (the output is buffered up to 100 ms anyway); 0 = read each event at once")
+	fs.DurationVar(&f.coalesce, "coalesce", defaultCoalesce, "in connector mode, hold the kernel's events up to `DURATION` after each read, so that one wake-up reads many (the output is buffered up to 100 ms anyway; a process that execs and exits within it loses its command line); 0 = read each event at once")
 	fs.BoolVar(&f.usage, "usage", true, "record each exiting process's resource usage (CPU, peak RSS, I/O, context switches) from the kernel's taskstats, as root in the initial namespaces; pwatch run's own children fall back to wait4's. --usage=false opens no taskstats socket")
 }
 

@@ -284,14 +284,14 @@ func TestUsageFlag(t *testing.T) {
 }
 
 // TestCoalesceFlag: --coalesce gives the watcher a hub of its own that
-// holds events that long (by default defaultCoalesce); 0 leaves the library's default (a
+// holds events that long; 0, the default, leaves the library's default (a
 // private hub); a negative value is a usage error.
 func TestCoalesceFlag(t *testing.T) {
 	for _, tt := range []struct {
 		args    []string
 		want    time.Duration
 		withHub bool
-	}{{nil, defaultCoalesce, true}, {[]string{"--coalesce=2ms"}, 2 * time.Millisecond, true}, {[]string{"--coalesce=0"}, 0, false}} {
+	}{{nil, 0, false}, {[]string{"--coalesce=2ms"}, 2 * time.Millisecond, true}, {[]string{"--coalesce=0"}, 0, false}} {
 		var of outputFlags
 		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
 		of.register(fs, false)
