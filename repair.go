@@ -412,6 +412,12 @@ func (rp *repairer) run() {
 		// Their schedules then fall into step, so that a hub of many
 		// watchers wakes its writer for one barrier an interval, not one
 		// per watcher.
+		type due struct {
+			w  *Watcher
+			iv time.Duration
+			s  *schedule
+		}
+		var sched []due
 		anyDue := false
 		for _, w := range ws {
 			iv := w.backgroundInterval()
@@ -423,25 +429,25 @@ func (rp *repairer) run() {
 				s = &schedule{next: now.Add(iv)}
 				rp.sched[w] = s
 			}
+			sched = append(sched, due{w, iv, s})
 			anyDue = anyDue || !s.next.After(now)
 		}
-		var check, full, batch []*Watcher
+		var check, full []*Watcher
+		var batch []due
 		var oldest time.Time
-		for _, w := range ws {
-			iv := w.backgroundInterval()
-			s := rp.sched[w]
-			if iv <= 0 || s == nil || !anyDue || s.next.After(now.Add(iv/4)) {
+		for _, d := range sched {
+			if !anyDue || d.s.next.After(now.Add(d.iv/4)) {
 				continue
 			}
-			s.n++
-			batch = append(batch, w)
-			if s.n%fullScanEvery == 0 {
-				full = append(full, w)
-				if since := now.Add(-iv); oldest.IsZero() || since.Before(oldest) {
-					oldest = since
-				}
-			} else {
-				check = append(check, w)
+			d.s.n++
+			batch = append(batch, d)
+			if d.s.n%fullScanEvery != 0 {
+				check = append(check, d.w)
+				continue
+			}
+			full = append(full, d.w)
+			if since := now.Add(-d.iv); oldest.IsZero() || since.Before(oldest) {
+				oldest = since
 			}
 		}
 		if len(full) > 0 {
@@ -450,15 +456,15 @@ func (rp *repairer) run() {
 		if len(check) > 0 {
 			rp.checkMembers(check...)
 		}
-		for _, w := range batch {
-			w.mu.Lock()
-			w.tr.PruneGone(time.Now().Add(-goneMemory))
-			w.mu.Unlock()
-			rp.sched[w].next = time.Now().Add(w.backgroundInterval())
+		for _, d := range batch {
+			d.w.mu.Lock()
+			d.w.tr.PruneGone(time.Now().Add(-goneMemory))
+			d.w.mu.Unlock()
+			d.s.next = time.Now().Add(d.iv)
 		}
-		for _, w := range ws {
-			if s := rp.sched[w]; s != nil && w.backgroundInterval() > 0 && s.next.Before(next) {
-				next = s.next
+		for _, d := range sched {
+			if d.s.next.Before(next) {
+				next = d.s.next
 			}
 		}
 		timer.Reset(time.Until(next))
