@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/process-watchman/watchman"
 )
@@ -34,8 +39,8 @@ func (w *writeLog) get() []string {
 // TestOutputBufferedAndFlushed: --events lines are buffered, not written
 // one by one; the flush timer, armed by the first buffered line, writes
 // them out (flushEvery, at most 100 ms); what is buffered when a signal
-// stops pwatch is written by finish; live stdout output is written at the
-// end of each batch of events.
+// stops pwatch is written by finish; stdout output, on a terminal, is
+// written at the end of each batch of events.
 func TestOutputBufferedAndFlushed(t *testing.T) {
 	if flushEvery <= 0 || flushEvery > 100*time.Millisecond {
 		t.Fatalf("flushEvery is %v: lines would stay buffered longer than 100 ms", flushEvery)
@@ -46,6 +51,10 @@ func TestOutputBufferedAndFlushed(t *testing.T) {
 	}
 	var file, stdout writeLog
 	s := newSession(&app{stdout: &stdout, stderr: &bytes.Buffer{}}, &outputFlags{pollInterval: time.Hour}, w, newRecorder(w.Root()))
+	if s.liveStdout {
+		t.Fatal("a writer that is no file taken for a terminal")
+	}
+	s.liveStdout = true // as on a terminal
 	s.events = newJSONLWriter(&file)
 	s.stdJSON = newJSONLWriter(&stdout)
 	evc := make(chan watchman.Event, 4)
@@ -87,5 +96,85 @@ func TestOutputBufferedAndFlushed(t *testing.T) {
 	}
 	if s.writeErr != nil {
 		t.Errorf("write error: %v", s.writeErr)
+	}
+}
+
+// TestStdoutNotTerminalFlushedByTimer: when stdout is no terminal, its
+// lines are not written at the end of each batch but with the files', by
+// the flush timer, in one write for many events, and by finish.
+func TestStdoutNotTerminalFlushedByTimer(t *testing.T) {
+	w, err := watchman.Attach(os.Getpid(), &watchman.Config{Strategy: watchman.StrategyPoll, ReconcileInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout writeLog
+	s := newSession(&app{stdout: &stdout, stderr: &bytes.Buffer{}}, &outputFlags{pollInterval: time.Hour}, w, newRecorder(w.Root()))
+	s.human = bufio.NewWriter(&stdout)
+	evc := make(chan watchman.Event, 8)
+	s.evc = evc
+	at := time.Now()
+	fork := func(pid int) watchman.Event {
+		return watchman.Event{Type: watchman.EventFork, Time: at, Process: watchman.Identity{PID: pid, StartTicks: 1}, PPID: 1, Name: "x", Depth: 1}
+	}
+	evc <- fork(21)
+	if stop, _ := s.pump(pumpOpts{until: func() bool { return s.flushArmed }}); stop != stopDone {
+		t.Fatalf("pump stopped with %v", stop)
+	}
+	if got := stdout.get(); len(got) != 0 {
+		t.Fatalf("stdout (no terminal) written at the end of the batch: %q", got)
+	}
+	evc <- fork(22)
+	evc <- fork(23)
+	s.pump(pumpOpts{until: func() bool { return len(stdout.get()) > 0 }})
+	got := stdout.get()
+	if len(got) != 1 || strings.Count(got[0], "\n") != 3 {
+		t.Fatalf("the timer's flush: %q, want one write of 3 lines", got)
+	}
+	evc <- fork(24)
+	s.pump(pumpOpts{until: func() bool { return s.flushArmed }})
+	s.finish(time.Now())
+	if got := stdout.get(); len(got) != 2 || !strings.Contains(got[1], "24") {
+		t.Fatalf("after finish: %q", got)
+	}
+}
+
+// TestIsTerminal: a pseudo-terminal is one; a pipe, /dev/null and a
+// writer that is no file are not.
+func TestIsTerminal(t *testing.T) {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here (/dev/ptmx: %v)", err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	if !isTerminal(pts) {
+		t.Error("a pseudo-terminal not taken for a terminal")
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	for name, w := range map[string]io.Writer{"pipe": pw, "/dev/null": null, "buffer": &bytes.Buffer{}} {
+		if isTerminal(w) {
+			t.Errorf("%s taken for a terminal", name)
+		}
 	}
 }

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/process-watchman/watchman"
 )
@@ -41,6 +44,11 @@ type session struct {
 
 	flush      *time.Timer // fires flushEvery after the first unwritten line
 	flushArmed bool
+	// liveStdout: stdout is a terminal, and its lines are written at the
+	// end of each batch of events. Otherwise (a file, a pipe, /dev/null)
+	// they are written like the files', within flushEvery: a write per
+	// batch cost a system call per event or two in a storm.
+	liveStdout bool
 
 	kids *children // pwatch run's children (COMMAND and adopted orphans), or nil
 
@@ -57,7 +65,8 @@ func newSession(a *app, out *outputFlags, w *watchman.Watcher, rec *recorder) *s
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	rec.polling = w.Mode() == watchman.ModePoll
-	return &session{a: a, out: out, w: w, rec: rec, mode: w.Mode(), warned: map[string]bool{}, flush: t}
+	return &session{a: a, out: out, w: w, rec: rec, mode: w.Mode(), warned: map[string]bool{}, flush: t,
+		liveStdout: isTerminal(a.stdout)}
 }
 
 // openFiles creates (or truncates) the output files. It is called once
@@ -189,9 +198,19 @@ func (s *session) drainQueued() {
 	}
 }
 
-// flushLive writes out the stdout output so that a reader sees events as
-// they happen.
+// flushLive writes out the stdout output when stdout is a terminal, so
+// that a reader sees events as they happen; otherwise the flush timer
+// writes it (armFlush).
 func (s *session) flushLive() {
+	if !s.liveStdout {
+		s.armFlush()
+		return
+	}
+	s.flushStdout()
+}
+
+// flushStdout writes out what stdout's writer holds.
+func (s *session) flushStdout() {
 	if s.stdJSON != nil {
 		s.wrote("stdout", s.stdJSON.flush())
 	}
@@ -200,13 +219,13 @@ func (s *session) flushLive() {
 	}
 }
 
-// armFlush makes sure what the files' buffers hold is written within
-// flushEvery.
+// armFlush makes sure what the files' buffers hold (and stdout's, when
+// it is no terminal) is written within flushEvery.
 func (s *session) armFlush() {
 	if s.flushArmed {
 		return
 	}
-	if (s.events != nil && s.events.buffered()) || (s.trace != nil && s.trace.dirty()) {
+	if (s.events != nil && s.events.buffered()) || (s.trace != nil && s.trace.dirty()) || s.stdoutWaits() {
 		s.flush.Reset(flushEvery)
 		s.flushArmed = true
 	}
@@ -220,9 +239,21 @@ func (s *session) flushDue() <-chan time.Time {
 	return nil
 }
 
-// flushFiles writes out --events and --trace.
+// stdoutWaits says whether stdout, no terminal, holds unwritten lines.
+func (s *session) stdoutWaits() bool {
+	if s.liveStdout {
+		return false
+	}
+	return (s.stdJSON != nil && s.stdJSON.buffered()) || (s.human != nil && s.human.Buffered() > 0)
+}
+
+// flushFiles writes out --events and --trace, and stdout when it is no
+// terminal.
 func (s *session) flushFiles() {
 	s.flushArmed = false
+	if !s.liveStdout {
+		s.flushStdout()
+	}
 	if s.events != nil {
 		s.wrote("--events", s.events.flush())
 	}
@@ -302,12 +333,7 @@ func (s *session) finish(end time.Time) {
 	s.reapChildren()
 	s.flush.Stop()
 	s.flushArmed = false
-	if s.stdJSON != nil {
-		s.wrote("stdout", s.stdJSON.flush())
-	}
-	if s.human != nil {
-		s.wrote("stdout", s.human.Flush())
-	}
+	s.flushStdout()
 	if s.events != nil {
 		s.wrote("--events", s.events.flush())
 	}
@@ -366,4 +392,24 @@ func (s *session) summary(verb string, end time.Time) *summary {
 		Width:     summaryWidth(s.a.stderr),
 		Events:    s.out.events,
 	}
+}
+
+// isTerminal says whether w is an *os.File open on a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	tty := false
+	if err := sc.Control(func(fd uintptr) {
+		_, terr := unix.IoctlGetTermios(int(fd), unix.TCGETS)
+		tty = terr == nil
+	}); err != nil {
+		return false
+	}
+	return tty
 }
