@@ -94,3 +94,16 @@ func BenchmarkTraceProcess(b *testing.B) {
 		tw.update(p)
 	}
 }
+
+// BenchmarkHumanLine is pwatch watch's human line for one event
+// (appendEvent into a reused buffer), beside BenchmarkEncodeLine's JSON
+// line: watch writes both for every event when --events is given.
+func BenchmarkHumanLine(b *testing.B) {
+	evs := benchEvents()
+	var buf []byte
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		ev := &evs[i%len(evs)]
+		buf = append(appendEvent(buf[:0], ev, ev.Name, ev.Cmdline, ev.Depth, 2*time.Millisecond), '\n')
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,42 +23,77 @@ const eventTimeLayout = "15:04:05.000000"
 //
 // lifetime is how long the process lived, for exits (0: not shown).
 func formatEvent(ev *watchman.Event, name string, cmdline []string, depth int, lifetime time.Duration) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-5s", ev.Time.Format(eventTimeLayout), ev.Type)
+	return string(appendEvent(nil, ev, name, cmdline, depth, lifetime))
+}
+
+// appendEvent appends formatEvent's line to dst, escaped (escape), and
+// returns the extended slice. It builds the line in place with strconv
+// and time.AppendFormat: fmt and a string per part cost four times the
+// JSON line's encoding (BenchmarkHumanLine), and pwatch watch writes
+// both for every event.
+func appendEvent(dst []byte, ev *watchman.Event, name string, cmdline []string, depth int, lifetime time.Duration) []byte {
+	from := len(dst)
+	b := ev.Time.AppendFormat(dst, eventTimeLayout)
+	b = append(b, ' ')
+	b = append(b, ev.Type...)
+	for i := len(ev.Type); i < 5; i++ {
+		b = append(b, ' ')
+	}
 	if ev.Type == watchman.EventLost {
 		if ev.Overrun {
-			fmt.Fprintf(&b, " kernel overrun, %d events dropped host-wide; repairing from /proc", ev.Lost)
+			b = append(b, " kernel overrun, "...)
+			b = strconv.AppendUint(b, ev.Lost, 10)
+			b = append(b, " events dropped host-wide; repairing from /proc"...)
 		} else {
-			fmt.Fprintf(&b, " %d events dropped: pwatch fell behind", ev.Lost)
+			b = append(b, ' ')
+			b = strconv.AppendUint(b, ev.Lost, 10)
+			b = append(b, " events dropped: pwatch fell behind"...)
 		}
-		return b.String()
+		return escapeFrom(b, from)
 	}
-	fmt.Fprintf(&b, " pid=%d", ev.Process.PID)
+	b = append(b, " pid="...)
+	b = strconv.AppendInt(b, int64(ev.Process.PID), 10)
 	if ev.PPID > 0 {
-		fmt.Fprintf(&b, " ppid=%d", ev.PPID)
+		b = append(b, " ppid="...)
+		b = strconv.AppendInt(b, int64(ev.PPID), 10)
 	}
 	switch ev.Type {
 	case watchman.EventFork, watchman.EventExec:
-		fmt.Fprintf(&b, " depth=%d", depth)
+		b = append(b, " depth="...)
+		b = strconv.AppendInt(b, int64(depth), 10)
 	case watchman.EventExit:
 		if ev.Exit != nil {
-			b.WriteString(" " + exitText(ev.Exit, "="))
+			b = append(b, ' ')
+			b = append(b, exitText(ev.Exit, "=")...)
 		}
 		if lifetime > 0 {
-			b.WriteString(" after=" + fmtDuration(lifetime))
+			b = append(b, " after="...)
+			b = append(b, fmtDuration(lifetime)...)
 		}
 		if ev.Exit != nil && ev.Exit.Usage != nil {
-			b.WriteString(" cpu=" + fmtDuration(cpuOf(ev.Exit.Usage)) + " rss=" + strings.ReplaceAll(fmtBytes(ev.Exit.Usage.PeakRSS), " ", ""))
+			b = append(b, " cpu="...)
+			b = append(b, fmtDuration(cpuOf(ev.Exit.Usage))...)
+			b = append(b, " rss="...)
+			b = append(b, strings.ReplaceAll(fmtBytes(ev.Exit.Usage.PeakRSS), " ", "")...)
 		}
 	}
 	if ev.Synthetic {
-		b.WriteString(" (found by /proc scan)")
+		b = append(b, " (found by /proc scan)"...)
 	}
 	if ev.NameFromUsage {
-		b.WriteString(" (name from the kernel's accounting)")
+		b = append(b, " (name from the kernel's accounting)"...)
 	}
-	b.WriteString(" " + commandText(name, cmdline))
-	return escape(b.String())
+	b = append(b, ' ')
+	b = appendCommandText(b, name, cmdline)
+	return escapeFrom(b, from)
+}
+
+// escapeFrom escapes b[from:] in place (escape), when it needs it.
+func escapeFrom(b []byte, from int) []byte {
+	if clean(b[from:]) {
+		return b
+	}
+	return append(b[:from], escape(string(b[from:]))...)
 }
 
 // exitText says how a process ended: "code=5", "signal=SIGKILL(9)",
@@ -90,25 +126,50 @@ func signalName(n int) string {
 // commandText is the command line, quoted as a shell would need where an
 // argument has spaces, or [comm] when there is none.
 func commandText(name string, cmdline []string) string {
-	if len(cmdline) == 0 {
-		if name == "" {
-			return "(command unknown)"
-		}
-		return "[" + name + "]"
-	}
-	parts := make([]string, len(cmdline))
-	for i, a := range cmdline {
-		parts[i] = shellQuote(a)
-	}
-	return strings.Join(parts, " ")
+	return string(appendCommandText(nil, name, cmdline))
 }
 
-func shellQuote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`&|;<>()*?[]{}!#~") {
-		return s
+// appendCommandText appends commandText's text to b.
+func appendCommandText(b []byte, name string, cmdline []string) []byte {
+	if len(cmdline) == 0 {
+		if name == "" {
+			return append(b, "(command unknown)"...)
+		}
+		b = append(b, '[')
+		b = append(b, name...)
+		return append(b, ']')
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	for i, a := range cmdline {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = appendShellQuoted(b, a)
+	}
+	return b
 }
+
+// appendShellQuoted appends s to b, quoted as a shell would need it
+// where it has to be.
+func appendShellQuoted(b []byte, s string) []byte {
+	if s != "" && !strings.ContainsAny(s, shellSpecial) {
+		return append(b, s...)
+	}
+	b = append(b, '\'')
+	for {
+		i := strings.IndexByte(s, '\'')
+		if i < 0 {
+			break
+		}
+		b = append(b, s[:i]...)
+		b = append(b, `'\''`...)
+		s = s[i+1:]
+	}
+	b = append(b, s...)
+	return append(b, '\'')
+}
+
+// shellSpecial are the bytes that make appendShellQuoted quote an argument.
+const shellSpecial = " \t\n'\"\\$`&|;<>()*?[]{}!#~"
 
 // escape makes s safe to print on one line: control characters (C0, DEL,
 // C1), the bidirectional-text controls that reorder what a terminal shows,
@@ -116,14 +177,7 @@ func shellQuote(s string) string {
 // \u202e), so that a command line can neither break a line, forge one,
 // nor drive the terminal.
 func escape(s string) string {
-	clean := true
-	for _, r := range s {
-		if needsEscape(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
+	if clean(s) {
 		return s
 	}
 	var b strings.Builder
@@ -148,6 +202,24 @@ func escape(s string) string {
 		i += n
 	}
 	return b.String()
+}
+
+// clean says whether s needs no escape: the common case, checked a byte
+// at a time while the bytes are printable ASCII.
+func clean[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 {
+			for _, r := range string(s[i:]) {
+				if needsEscape(r) {
+					return false
+				}
+			}
+			return true
+		} else if c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func needsEscape(r rune) bool {

@@ -39,6 +39,7 @@ type session struct {
 	trace   *traceWriter  // --trace, or nil
 	trFile  *os.File      // the file under trace
 	human   *bufio.Writer // watch's human lines, or nil
+	line    []byte        // the human line being written, reused
 	stdJSON *jsonlWriter  // watch's --json lines on stdout, or nil
 	metrics *metrics      // --metrics-addr, or nil
 
@@ -154,7 +155,8 @@ func (s *session) handle(ev *watchman.Event) {
 		s.trace.update(p)
 	}
 	if s.human != nil {
-		fmt.Fprintln(s.human, formatEvent(ev, name, cmdline, depth, lifetime))
+		s.line = append(appendEvent(s.line[:0], ev, name, cmdline, depth, lifetime), '\n')
+		s.human.Write(s.line) // a failure sticks in s.human, reported by its Flush
 	}
 	if s.metrics != nil {
 		s.metrics.observe(ev)
