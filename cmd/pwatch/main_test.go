@@ -181,3 +181,15 @@ func TestHelpHasExamples(t *testing.T) {
 		t.Errorf("help (code %d):\n%s", code, stdout)
 	}
 }
+
+// TestDefaultProcs: pwatch runs on one P unless GOMAXPROCS is set.
+func TestDefaultProcs(t *testing.T) {
+	if got := defaultProcs(""); got != 1 {
+		t.Errorf("defaultProcs with GOMAXPROCS unset = %d, want 1", got)
+	}
+	for _, env := range []string{"1", "2", "8"} {
+		if got := defaultProcs(env); got != 0 {
+			t.Errorf("defaultProcs(%q) = %d, want 0 (the environment's choice stands)", env, got)
+		}
+	}
+}
