@@ -61,6 +61,9 @@ type watcherArgs struct {
 	// CaptureUsage is every watcher's Config.CaptureUsage (taskstats
 	// records joined to the exits).
 	CaptureUsage bool
+	// Procs, when positive, is the watcher process's GOMAXPROCS (as
+	// pwatch sets 1 for itself).
+	Procs int
 }
 
 type watcherReport struct {
@@ -102,6 +105,9 @@ func runRole(role string) int {
 	if err := json.Unmarshal([]byte(os.Getenv(envArgs)), &a); err != nil {
 		fmt.Fprintln(os.Stderr, "benchsuite watcher:", err)
 		return 2
+	}
+	if a.Procs > 0 {
+		runtime.GOMAXPROCS(a.Procs)
 	}
 	var rep watcherReport
 	if a.Strategy == "raw" {

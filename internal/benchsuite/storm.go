@@ -238,6 +238,14 @@ func (bs *suite) sectionStormCPU(t *table) error {
 			vs = append(vs, &stormVariant{name: "library, Watcher on the storm's root, events from Subscribe (inside), filter on, Config.CaptureUsage",
 				run: cStormRun{args: withProf(u, "storm-inside-usage"), inside: true, forkstat: true}, target: 1.3, base: vIn})
 		}
+		if f == filterOn {
+			// The same watcher on one P (GOMAXPROCS=1, pwatch's
+			// default): no other thread woken at each handoff.
+			p := in
+			p.Procs = 1
+			vs = append(vs, &stormVariant{name: "library, Watcher on the storm's root, events from Subscribe (inside), filter on, GOMAXPROCS=1",
+				run: cStormRun{args: withProf(p, "storm-inside-procs1"), inside: true, forkstat: true}, target: 0.5})
+		}
 		vs = append(vs, &stormVariant{name: "library, Watcher on a sleeping process (outside every tree), " + filterName(f),
 			run: cStormRun{args: withProf(out, "storm-outside-"+tag), extra: []int{idle.PID()}, forkstat: true}, target: 0.1})
 	}
