@@ -157,12 +157,21 @@ func TestIntegrationTreeFilterDropsOutsiders(t *testing.T) {
 	if len(got) != 1 || got[0].What != connector.WhatExit || got[0].ExitStatus != 0x600 {
 		t.Errorf("member's events %+v, want its exit with status 6", got)
 	}
-	// Only the member's exit and the marker reach the socket (and
-	// acknowledgements of other listeners, which the filter passes).
-	datagrams := after.Datagrams - before.Datagrams - (after.Acks - before.Acks)
-	t.Logf("datagrams during a 500-fork outside storm: %d (%d events)", datagrams, after.Received-before.Received)
-	if datagrams != 2 || after.Received-before.Received != 1 {
-		t.Errorf("%d datagrams, %d events reached the socket; want 2 (the exit and the marker) and 1", datagrams, after.Received-before.Received)
+	// Only the member's exit and the marker reach the socket as events
+	// and markers. The filter passes what is no process event (the
+	// acknowledgements of other listeners' subscriptions, unknown
+	// types); on a busy host with other listeners some arrive during
+	// the storm, and each is counted in a kind of its own.
+	d := func(a, b uint64) uint64 { return a - b }
+	others := d(after.Acks, before.Acks) + d(after.Foreign, before.Foreign) + d(after.Spoofed, before.Spoofed) +
+		d(after.Malformed, before.Malformed) + d(after.Filtered, before.Filtered)
+	events, marks := d(after.Received, before.Received), d(after.Marks, before.Marks)
+	datagrams := d(after.Datagrams, before.Datagrams)
+	t.Logf("datagrams during a 500-fork outside storm: %d (%d events, %d markers, %d others: stats before %+v, after %+v)",
+		datagrams, events, marks, others, before, after)
+	if events != 1 || marks != 1 || datagrams != events+marks+others {
+		t.Errorf("%d datagrams: %d events, %d markers and %d others reached the socket; want the exit and the marker, and nothing unaccounted for",
+			datagrams, events, marks, others)
 	}
 }
 
