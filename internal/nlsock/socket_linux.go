@@ -160,7 +160,11 @@ func (s *Socket) result() (int, error) {
 // doRead is the RawConn.Read callback: false asks the poller to wait.
 func (s *Socket) doRead(fd uintptr) bool {
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[0])),
+		// A raw system call: with MSG_DONTWAIT it never blocks, and
+		// the runtime need not be told (entersyscall woke the sysmon
+		// thread whenever it was parked, i.e. at the first read after
+		// every idle spell: once an event at a few thousand a second).
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[0])),
 			uintptr(s.want), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
