@@ -67,17 +67,17 @@ type rawBTF struct {
 // btfIndexStride is how many types apart the index's offsets are.
 const btfIndexStride = 16
 
-// taskField is a task_struct member the recorder reads: its name, its
-// size in bytes, and where its offset goes.
-type taskField struct {
+// structField is a struct member a recorder reads: its name, its size in
+// bytes, and where its byte offset goes.
+type structField struct {
 	name string
 	size int
 	dst  *uint32
 }
 
 // fields are the task_struct members whose offsets o holds.
-func (o *taskOffsets) fields() []taskField {
-	return []taskField{
+func (o *taskOffsets) fields() []structField {
+	return []structField{
 		{"children", 16, &o.children},
 		{"sibling", 16, &o.sibling},
 		{"real_parent", 8, &o.realParent},
@@ -87,75 +87,125 @@ func (o *taskOffsets) fields() []taskField {
 	}
 }
 
-// readTaskOffsets reads the task_struct offsets from the kernel BTF at
+// kernelOffsets are the offsets that the start-time and exec recorders
+// read, from one read of the kernel BTF, and why either has none.
+type kernelOffsets struct {
+	start    taskOffsets
+	startErr error
+	exec     execOffsets
+	execErr  error
+}
+
+// readKernelOffsets reads the recorders' offsets from the kernel BTF at
 // path without building a full BTF spec: it maps the file, walks its
 // type section once and resolves only the members it needs. A file that
-// cannot be read or parsed is a noBTFError.
-func readTaskOffsets(path string) (taskOffsets, error) {
+// cannot be read or parsed is a noBTFError for both.
+func readKernelOffsets(path string) kernelOffsets {
+	var k kernelOffsets
+	if err := withBTFFile(path, func(data []byte) { k = offsetsFromBTF(data) }); err != nil {
+		k.startErr, k.execErr = err, err
+	}
+	return k
+}
+
+// withBTFFile calls use with the contents of the file at path, mapped
+// (or read, where the file cannot be mapped), and unmaps them after.
+func withBTFFile(path string, use func(data []byte)) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return taskOffsets{}, noBTFError{err}
+		return noBTFError{err}
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return taskOffsets{}, noBTFError{err}
+		return noBTFError{err}
 	}
 	size := fi.Size()
 	if size < btfHeaderLen || size > 1<<31 {
-		return taskOffsets{}, noBTFError{fmt.Errorf("%s: %d bytes", path, size)}
+		return noBTFError{fmt.Errorf("%s: %d bytes", path, size)}
 	}
 	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_PRIVATE)
 	if err != nil {
 		// Older kernels cannot map the sysfs BTF file: read it.
 		data, err = os.ReadFile(path)
 		if err != nil {
-			return taskOffsets{}, noBTFError{err}
+			return noBTFError{err}
 		}
-		return taskOffsetsFromBTF(data)
+		use(data)
+		return nil
 	}
-	o, err := taskOffsetsFromBTF(data)
-	if uerr := unix.Munmap(data); uerr != nil && err == nil {
-		err = fmt.Errorf("unmapping %s: %w", path, uerr)
+	use(data)
+	if err := unix.Munmap(data); err != nil {
+		return fmt.Errorf("unmapping %s: %w", path, err)
 	}
-	return o, err
+	return nil
 }
 
-// taskOffsetsFromBTF returns the offsets in a raw BTF blob, with the
-// checks and messages of kernelTaskOffsets.
-func taskOffsetsFromBTF(data []byte) (taskOffsets, error) {
-	var o taskOffsets
+// offsetsFromBTF returns the offsets in a raw BTF blob, with the checks
+// and messages of kernelTaskOffsets and kernelExecOffsets (the cilium
+// references in the tests).
+func offsetsFromBTF(data []byte) kernelOffsets {
+	var k kernelOffsets
 	b, err := parseBTF(data)
+	if err == nil && b.task == 0 {
+		err = errors.New("kernel BTF has no struct task_struct")
+	} else if err != nil {
+		err = noBTFError{err}
+	}
 	if err != nil {
-		return o, noBTFError{err}
+		k.startErr, k.execErr = err, err
+		return k
 	}
-	if b.task == 0 {
-		return o, errors.New("kernel BTF has no struct task_struct")
+	k.startErr = b.startOffsets(&k.start)
+	k.execErr = b.execOffsets(&k.exec)
+	return k
+}
+
+// startOffsets finds the start-time recorder's offsets.
+func (b *rawBTF) startOffsets(o *taskOffsets) error {
+	if err := b.fieldOffsets(b.task, "task_struct", o.fields()); err != nil {
+		return err
 	}
-	var children uint32
-	for _, fl := range o.fields() {
-		m, ok := b.findMember(b.task, fl.name, 0, 0)
+	children, _ := b.findMember(b.task, "children", 0, 0)
+	var prev uint32
+	err := b.fieldOffsets(children.typ, "struct list_head", []structField{{"prev", 8, &prev}})
+	if err != nil {
+		return errors.New("struct list_head has no 8-byte prev in the kernel BTF")
+	}
+	o.listPrev = prev
+	return nil
+}
+
+// execOffsets finds the exec recorder's offsets: task_struct's, then
+// those of the struct its mm points to.
+func (b *rawBTF) execOffsets(o *execOffsets) error {
+	if err := b.fieldOffsets(b.task, "task_struct", o.taskFields()); err != nil {
+		return err
+	}
+	mm, _ := b.findMember(b.task, "mm", 0, 0)
+	mmStruct, ok := b.pointee(mm.typ)
+	if !ok {
+		return errors.New("task_struct.mm is not a pointer in the kernel BTF")
+	}
+	return b.fieldOffsets(mmStruct, "mm_struct", o.mmFields())
+}
+
+// fieldOffsets stores the byte offsets of fields in struct or union id,
+// called name in the errors, each a whole member of its size at a byte
+// boundary (in id or in an anonymous struct or union inside it).
+func (b *rawBTF) fieldOffsets(id uint32, name string, fields []structField) error {
+	for _, fl := range fields {
+		m, ok := b.findMember(id, fl.name, 0, 0)
 		if !ok {
-			return o, fmt.Errorf("task_struct has no member %s in the kernel BTF", fl.name)
+			return fmt.Errorf("%s has no member %s in the kernel BTF", name, fl.name)
 		}
 		size, err := b.sizeof(m.typ)
 		if err != nil || size != uint64(fl.size) || m.bitfieldSize != 0 || m.offset%8 != 0 {
-			return o, fmt.Errorf("task_struct.%s is not a %d-byte field in the kernel BTF", fl.name, fl.size)
+			return fmt.Errorf("%s.%s is not a %d-byte field in the kernel BTF", name, fl.name, fl.size)
 		}
 		*fl.dst = uint32(m.offset / 8)
-		if fl.name == "children" {
-			children = m.typ
-		}
 	}
-	prev, ok := b.findMember(children, "prev", 0, 0)
-	if !ok {
-		return o, errors.New("struct list_head has no 8-byte prev in the kernel BTF")
-	}
-	if size, err := b.sizeof(prev.typ); err != nil || size != 8 || prev.bitfieldSize != 0 || prev.offset%8 != 0 {
-		return o, errors.New("struct list_head has no 8-byte prev in the kernel BTF")
-	}
-	o.listPrev = uint32(prev.offset / 8)
-	return o, nil
+	return nil
 }
 
 // parseBTF checks the header of a BTF blob in the host's byte order and
@@ -301,6 +351,17 @@ func (b *rawBTF) underlying(id uint32) (uint32, bool) {
 		}
 	}
 	return 0, false
+}
+
+// pointee is the type that pointer type id (after typedefs and
+// qualifiers) points to.
+func (b *rawBTF) pointee(id uint32) (uint32, bool) {
+	id, ok := b.underlying(id)
+	if !ok {
+		return 0, false
+	}
+	_, kind, _, _, target, _, _ := b.typ(id)
+	return target, kind == btfKindPtr
 }
 
 // sizeof is type id's size in bytes, as btf.Sizeof computes it.

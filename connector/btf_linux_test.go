@@ -75,6 +75,20 @@ func findMember(t btf.Type, name string, base btf.Bits) (btf.Member, btf.Bits, b
 	return btf.Member{}, 0, false
 }
 
+// readTaskOffsets reads the start-time recorder's offsets as
+// newTreeMaps does.
+func readTaskOffsets(path string) (taskOffsets, error) {
+	k := readKernelOffsets(path)
+	return k.start, k.startErr
+}
+
+// taskOffsetsFromBTF returns the start-time recorder's offsets in a raw
+// BTF blob.
+func taskOffsetsFromBTF(data []byte) (taskOffsets, error) {
+	k := offsetsFromBTF(data)
+	return k.start, k.startErr
+}
+
 // kernelSpecTaskOffsets is the cilium path newStartRecorder took before
 // readTaskOffsets: load and index the whole kernel BTF.
 func kernelSpecTaskOffsets() (taskOffsets, error) {

@@ -57,50 +57,86 @@ func readStartSlot(mem []byte, pid uint32) (uint64, bool) {
 // readStartSlotHook is readStartSlot that calls between, when not nil,
 // after the reads of pid and start (the tests write the slot there).
 func readStartSlotHook(mem []byte, pid uint32, between func()) (uint64, bool) {
-	off := int(pid&(startSlots-1)) * startSlotSize
-	if off+startSlotSize > len(mem) {
+	p, ok := slotAt(mem, int(pid&(startSlots-1)), startSlotSize)
+	if !ok {
 		return 0, false
 	}
-	p := unsafe.Pointer(&mem[off])
-	seqp := (*uint32)(unsafe.Add(p, slotSeq))
-	seq := atomic.LoadUint32(seqp)
-	if seq&1 != 0 {
-		return 0, false // a writer is in the slot
+	seq, ok := seqBegin(p)
+	if !ok {
+		return 0, false
 	}
 	got := atomic.LoadUint32((*uint32)(unsafe.Add(p, slotPID)))
 	start := atomic.LoadUint64((*uint64)(unsafe.Add(p, slotStart)))
 	if between != nil {
 		between()
 	}
-	if atomic.LoadUint32(seqp) != seq || got != pid || start == 0 {
+	if !seqUnchanged(p, seq) || got != pid || start == 0 {
 		return 0, false
 	}
 	return start, true
 }
 
-// startTable is a TreeFilter's view of the start-time slots: the mapped
-// memory while the filter is open and records start times.
-type startTable struct {
+// slotAt returns the address of slot i of size bytes in mem, if mem
+// holds it.
+func slotAt(mem []byte, i, size int) (unsafe.Pointer, bool) {
+	off := i * size
+	if off < 0 || off+size > len(mem) {
+		return nil, false
+	}
+	return unsafe.Pointer(&mem[off]), true
+}
+
+// seqBegin starts a sequence-lock read of the slot at p, whose u32 seq
+// is at offset 0: it returns the seq, and false when it is odd (a writer
+// is in the slot).
+func seqBegin(p unsafe.Pointer) (uint32, bool) {
+	seq := atomic.LoadUint32((*uint32)(p))
+	return seq, seq&1 == 0
+}
+
+// seqUnchanged ends a sequence-lock read begun with seqBegin: if the
+// seq is unchanged, the reads between saw one writer's values, provided
+// they were atomic loads (each an acquire on every architecture Go
+// supports, so that the final load of seq cannot be performed before
+// them; plain loads could be, on arm64).
+func seqUnchanged(p unsafe.Pointer, seq uint32) bool {
+	return atomic.LoadUint32((*uint32)(p)) == seq
+}
+
+// slotTable is a TreeFilter's view of a recorder's mapped slots: the
+// memory while the filter is open and the program records, else why
+// not.
+type slotTable struct {
 	mu     sync.RWMutex // held for reading while a lookup reads mem
 	mem    []byte       // nil when not recorded or after Close
 	reason string       // why not, when mem is nil
 }
 
-func (s *startTable) lookup(pid int) (uint64, bool) {
+// state reports whether the table has memory, and if not, why.
+func (s *slotTable) state() (bool, string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.mem == nil {
+		return false, s.reason
+	}
+	return true, ""
+}
+
+// forget drops the memory before it is unmapped: lookups that began
+// before have ended when forget returns.
+func (s *slotTable) forget(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mem, s.reason = nil, reason
+}
+
+func lookupStart(s *slotTable, pid int) (uint64, bool) {
 	if pid <= 0 || pid > 1<<31-1 {
 		return 0, false
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return readStartSlot(s.mem, uint32(pid))
-}
-
-// forget drops the memory before it is unmapped: lookups that began
-// before have ended when forget returns.
-func (s *startTable) forget(reason string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.mem, s.reason = nil, reason
 }
 
 // ForkStart returns the start time (the kernel's start_boottime of the
@@ -116,7 +152,7 @@ func (s *startTable) forget(reason string) {
 // It may be called from any goroutine; it allocates nothing and makes no
 // system call.
 func (f *TreeFilter) ForkStart(pid int) (startBoottimeNS uint64, ok bool) {
-	return f.starts.lookup(pid)
+	return lookupStart(&f.starts, pid)
 }
 
 // ForkStarts reports whether the program records start times for
@@ -124,10 +160,5 @@ func (f *TreeFilter) ForkStart(pid int) (startBoottimeNS uint64, ok bool) {
 // refuses bpf_get_current_task or bpf_probe_read_kernel to socket filters,
 // as it does to a process without CAP_PERFMON or CAP_SYS_ADMIN).
 func (f *TreeFilter) ForkStarts() (bool, string) {
-	f.starts.mu.RLock()
-	defer f.starts.mu.RUnlock()
-	if f.starts.mem == nil {
-		return false, f.starts.reason
-	}
-	return true, ""
+	return f.starts.state()
 }

@@ -46,42 +46,16 @@ const (
 // process with the PID.
 func recordStart(slots *ebpf.Map, o taskOffsets, end string) asm.Instructions {
 	const write = "rec-write"
-	insns := asm.Instructions{
-		// R9 = &slots[pid & (startSlots-1)]
-		asm.Mov.Reg(asm.R1, asm.R8),
-		asm.And.Imm(asm.R1, startSlots-1),
-		asm.StoreMem(asm.RFP, stackSlotKey, asm.R1, asm.Word),
-		asm.LoadMapPtr(asm.R1, slots.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stackSlotKey),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, end),
-		asm.Mov.Reg(asm.R9, asm.R0),
-		// Take the slot: an even seq to seq+1 by compare-and-exchange.
-		// An odd seq or a lost exchange: another CPU writes it; skip.
-		asm.LoadMem(asm.R1, asm.R9, slotSeq, asm.Word),
-		asm.Mov.Reg(asm.R2, asm.R1),
-		asm.And.Imm(asm.R2, 1),
-		asm.JNE.Imm(asm.R2, 0, end),
-		asm.Mov.Reg(asm.R0, asm.R1),
-		asm.Mov.Reg(asm.R2, asm.R1),
-		asm.Add.Imm(asm.R2, 1),
-		atomicMem(asm.CmpXchg, asm.R9, asm.R2, slotSeq),
-		asm.JNE.Reg(asm.R0, asm.R1, end),
+	// R9 = &slots[pid & (startSlots-1)], taken.
+	insns := takeSlot(slots, asm.R8, startSlots-1, end)
+	insns = append(insns,
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.RFP, stackStart, asm.R1, asm.DWord),
 		asm.FnGetCurrentTask.Call(),
 		asm.Mov.Reg(asm.R7, asm.R0), // the list's owner: current, then its real parent
-	}
+	)
 	read := func(dst int16, size int32, src asm.Register, off uint32) asm.Instructions {
-		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, asm.RFP),
-			asm.Add.Imm(asm.R1, int32(dst)),
-			asm.Mov.Imm(asm.R2, size),
-			asm.Mov.Reg(asm.R3, src),
-			asm.Add.Imm(asm.R3, int32(off)),
-			asm.FnProbeReadKernel.Call(),
-		}
+		return probeRead(asm.FnProbeReadKernel, asm.RFP, int32(dst), size, src, off)
 	}
 	for i := range 2 {
 		miss := fmt.Sprintf("rec-miss%d", i)
@@ -136,15 +110,64 @@ func recordStart(slots *ebpf.Map, o taskOffsets, end string) asm.Instructions {
 			insns = append(insns, asm.Ja.Label(write).WithSymbol(miss))
 		}
 	}
-	return append(insns,
-		// Store pid and start, and release the slot (seq even again)
-		// with a fully ordered atomic add.
+	insns = append(insns,
+		// Store pid and start, and release the slot.
 		asm.LoadMem(asm.R1, asm.RFP, stackStart, asm.DWord).WithSymbol(write),
 		asm.StoreMem(asm.R9, slotStart, asm.R1, asm.DWord),
 		asm.StoreMem(asm.R9, slotPID, asm.R8, asm.Word),
+	)
+	return append(insns, releaseSlot()...)
+}
+
+// takeSlot returns the instructions that take a recorder's slot for the
+// u32 in key: R9 = &slots[key & mask], its seq (at 0) moved from even to
+// odd by compare-and-exchange; when the seq is odd or the exchange fails
+// (another CPU writes the slot), or the lookup fails, they jump to skip.
+// They use R0-R2 and keep key, which must not be R0-R2.
+func takeSlot(slots *ebpf.Map, key asm.Register, mask int32, skip string) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, key),
+		asm.And.Imm(asm.R1, mask),
+		asm.StoreMem(asm.RFP, stackSlotKey, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, slots.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackSlotKey),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, skip),
+		asm.Mov.Reg(asm.R9, asm.R0),
+		asm.LoadMem(asm.R1, asm.R9, slotSeq, asm.Word),
+		asm.Mov.Reg(asm.R2, asm.R1),
+		asm.And.Imm(asm.R2, 1),
+		asm.JNE.Imm(asm.R2, 0, skip),
+		asm.Mov.Reg(asm.R0, asm.R1),
+		asm.Mov.Reg(asm.R2, asm.R1),
+		asm.Add.Imm(asm.R2, 1),
+		atomicMem(asm.CmpXchg, asm.R9, asm.R2, slotSeq),
+		asm.JNE.Reg(asm.R0, asm.R1, skip),
+	}
+}
+
+// releaseSlot returns the instructions that release the slot at R9 that
+// takeSlot took: its seq even again, by a fully ordered atomic add.
+func releaseSlot() asm.Instructions {
+	return asm.Instructions{
 		asm.Mov.Imm(asm.R1, 1),
 		atomicMem(asm.FetchAdd, asm.R9, asm.R1, slotSeq),
-	)
+	}
+}
+
+// probeRead returns a call of the probe-read helper fn (kernel or user)
+// that reads size bytes at src+off into dst+dstOff; R0 is then 0 on
+// success.
+func probeRead(fn asm.BuiltinFunc, dst asm.Register, dstOff, size int32, src asm.Register, off uint32) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, dst),
+		asm.Add.Imm(asm.R1, dstOff),
+		asm.Mov.Imm(asm.R2, size),
+		asm.Mov.Reg(asm.R3, src),
+		asm.Add.Imm(asm.R3, int32(off)),
+		fn.Call(),
+	}
 }
 
 // atomicMem returns the 32-bit atomic op on *(u32 *)(dst + off) with
@@ -163,56 +186,75 @@ func atomicMem(op asm.AtomicOp, dst, src asm.Register, off int16) asm.Instructio
 // filter loads.
 type startRecorder struct {
 	offsets taskOffsets
-	slots   *ebpf.Map
-	mem     []byte // the slots, mapped read-only
+	mappedSlots
 }
 
-// newStartRecorder makes the slot map and maps it; on failure it returns
-// nil and why.
-func newStartRecorder() (*startRecorder, string) {
-	o, err := readTaskOffsets(kernelBTFPath)
-	if err != nil {
-		return nil, err.Error()
+// newStartRecorder makes the slot map and maps it; without offsets
+// (k.startErr) or on failure it returns nil and why.
+func newStartRecorder(k kernelOffsets) (*startRecorder, string) {
+	if k.startErr != nil {
+		return nil, k.startErr.Error()
 	}
-	slots, err := ebpf.NewMap(&ebpf.MapSpec{
-		Name: "pw_starts", Type: ebpf.Array, KeySize: 4, ValueSize: startSlotSize,
-		MaxEntries: startSlots, Flags: unix.BPF_F_MMAPABLE,
-	})
-	if err != nil {
-		return nil, fmt.Sprintf("creating the mmapable start-time map: %v", err)
+	s, why := newMappedSlots("pw_starts", "start-time", startSlots, startSlotSize)
+	if why != "" {
+		return nil, why
 	}
-	mem, err := unix.Mmap(slots.FD(), 0, startSlots*startSlotSize, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		_ = slots.Close()
-		return nil, fmt.Sprintf("mapping the start-time map: %v", err)
-	}
-	return &startRecorder{offsets: o, slots: slots, mem: mem}, ""
+	return &startRecorder{offsets: k.start, mappedSlots: s}, ""
 }
 
 func (r *startRecorder) close() error {
 	if r == nil {
 		return nil
 	}
-	var err error
-	if r.mem != nil {
-		err = unix.Munmap(r.mem)
-		r.mem = nil
+	return r.mappedSlots.close()
+}
+
+// mappedSlots is a recorder's BPF array of slots, mapped read-only.
+type mappedSlots struct {
+	slots *ebpf.Map
+	mem   []byte
+}
+
+// newMappedSlots makes an mmapable BPF array called name of n slots of
+// size bytes and maps it; on failure it returns why, naming the map by
+// what.
+func newMappedSlots(name, what string, n, size int) (mappedSlots, string) {
+	slots, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name: name, Type: ebpf.Array, KeySize: 4, ValueSize: uint32(size),
+		MaxEntries: uint32(n), Flags: unix.BPF_F_MMAPABLE,
+	})
+	if err != nil {
+		return mappedSlots{}, fmt.Sprintf("creating the mmapable %s map: %v", what, err)
 	}
-	return errors.Join(err, r.slots.Close())
+	mem, err := unix.Mmap(slots.FD(), 0, n*size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		_ = slots.Close()
+		return mappedSlots{}, fmt.Sprintf("mapping the %s map: %v", what, err)
+	}
+	return mappedSlots{slots: slots, mem: mem}, ""
+}
+
+func (s *mappedSlots) close() error {
+	var err error
+	if s.mem != nil {
+		err = unix.Munmap(s.mem)
+		s.mem = nil
+	}
+	return errors.Join(err, s.slots.Close())
 }
 
 // recorderRefused explains why the kernel refused the program with the
-// recorder.
-func recorderRefused(err error) string {
+// recorder called what.
+func recorderRefused(what string, err error) string {
 	var ve *ebpf.VerifierError
 	log := err.Error()
 	if errors.As(err, &ve) {
 		log = strings.Join(ve.Log, "\n")
 	}
-	for _, helper := range []string{"bpf_get_current_task", "bpf_probe_read_kernel"} {
+	for _, helper := range []string{"bpf_get_current_task", "bpf_probe_read_kernel", "bpf_probe_read_user"} {
 		if strings.Contains(log, helper+"#") {
-			return helper + " not allowed in socket filters (it needs CAP_PERFMON or CAP_SYS_ADMIN, and bpf_probe_read_kernel a kernel not locked down)"
+			return helper + " not allowed in socket filters (it needs CAP_PERFMON or CAP_SYS_ADMIN, and the probe reads a kernel not locked down)"
 		}
 	}
-	return fmt.Sprintf("the kernel refused the start-time recorder: %v", err)
+	return fmt.Sprintf("the kernel refused the %s recorder: %v", what, err)
 }

@@ -91,7 +91,7 @@ func BenchmarkTreeProgramFork(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer failOpen.Close()
-	rec, why := newStartRecorder()
+	rec, why := newStartRecorder(readKernelOffsets(kernelBTFPath))
 	if rec == nil {
 		b.Skipf("skipping: no recorder: %s", why)
 	}
@@ -114,7 +114,7 @@ func BenchmarkTreeProgramFork(b *testing.B) {
 		rec  *startRecorder
 	}{{"plain", nil}, {"recorder", rec}} {
 		b.Run(tc.name, func(b *testing.B) {
-			prog, err := loadTreeProgram(members, failOpen, tc.rec)
+			prog, err := loadTreeProgram(members, failOpen, tc.rec, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -68,7 +68,7 @@ func runProcessHelper(mode string) (int, bool) {
 		fmt.Println("error:", <-done)
 		return 1, true
 	}
-	return 0, false
+	return runExecHelper(mode)
 }
 
 // waitGo says "ready" and waits for a line on stdin.

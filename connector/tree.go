@@ -71,7 +71,8 @@ type TreeFilter struct {
 	mu   sync.Mutex
 	impl treeMaps // nil after Close
 
-	starts startTable // the recorded start times (forkstart.go)
+	starts slotTable // the recorded start times (forkstart.go)
+	execs  slotTable // the recorded exec images (execimage.go)
 }
 
 // treeMaps is the eBPF side of a TreeFilter (tree_linux.go).
@@ -88,6 +89,9 @@ type treeMaps interface {
 	// startMemory returns the mapped start-time slots, or nil and why
 	// the program does not record them.
 	startMemory() ([]byte, string)
+	// execMemory returns the mapped exec-image slots, or nil and why
+	// the program does not record them.
+	execMemory() ([]byte, string)
 	close() error
 }
 
@@ -192,6 +196,7 @@ func (f *TreeFilter) Close() error {
 		return nil
 	}
 	f.starts.forget("tree filter closed") // before the memory is unmapped
+	f.execs.forget("tree filter closed")
 	err := f.impl.close()
 	f.impl = nil
 	if f.conn != nil {
@@ -235,6 +240,7 @@ func (c *Conn) AttachTreeFilter(maxEntries int) (*TreeFilter, error) {
 	}
 	f := &TreeFilter{conn: c, impl: m}
 	f.starts.mem, f.starts.reason = m.startMemory()
+	f.execs.mem, f.execs.reason = m.execMemory()
 	c.tree = f
 	return f, nil
 }

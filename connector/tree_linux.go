@@ -33,9 +33,10 @@ const (
 // bufSlot returns the stack offset of datagram offset off.
 func bufSlot(off int) int16 { return int16(stackBuf + off - treeLoadOff) }
 
-// treeProgram returns the filter's instructions for the given maps, and
-// with rec not nil the start-time recorder (forkstart_linux.go).
-func treeProgram(members, failOpen *ebpf.Map, rec *startRecorder) asm.Instructions {
+// treeProgram returns the filter's instructions for the given maps, with
+// rec not nil the start-time recorder (forkstart_linux.go), and with
+// execRec not nil the exec recorder (execimage_linux.go).
+func treeProgram(members, failOpen *ebpf.Map, rec *startRecorder, execRec *execRecorder) asm.Instructions {
 	const (
 		pass = "pass"
 		drop = "drop"
@@ -67,12 +68,28 @@ func treeProgram(members, failOpen *ebpf.Map, rec *startRecorder) asm.Instructio
 		asm.LoadMem(asm.R7, asm.RFP, bufSlot(offWhat), asm.Word),
 		asm.JEq.Imm32(asm.R7, int32(WhatFork), "fork"),
 	}
+	if execRec != nil {
+		insns = append(insns, asm.JEq.Imm32(asm.R7, int32(uint32(WhatExec)), "exec"))
+	}
 	// Events about a process: its tgid decides.
 	for _, w := range []What{WhatExec, WhatUID, WhatGID, WhatSID, WhatPtrace, WhatComm, WhatCoredump, WhatExit} {
 		insns = append(insns, asm.JEq.Imm32(asm.R7, int32(uint32(w)), "process"))
 	}
 	insns = append(insns, asm.Ja.Label(pass)) // acks, markers, unknown types
 	insns = append(insns, memberCheck("process", bufSlot(offTGID))...)
+	if execRec != nil {
+		// A member's exec passes, recorded.
+		insns = append(insns,
+			asm.LoadMapPtr(asm.R1, members.FD()).WithSymbol("exec"),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, int32(bufSlot(offTGID))),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, drop),
+			asm.LoadMem(asm.R8, asm.RFP, bufSlot(offTGID), asm.Word),
+		)
+		insns = append(insns, recordExec(execRec.slots, execRec.offsets, pass)...)
+		insns = append(insns, asm.Ja.Label(pass))
+	}
 
 	insns = append(insns,
 		// A fork: a thread (child pid != child tgid) passes when its
@@ -148,6 +165,8 @@ type ebpfTree struct {
 	failOpen *ebpf.Map // [1]u32
 	rec      *startRecorder
 	noStarts string // why rec is nil
+	execRec  *execRecorder
+	noExecs  string // why execRec is nil
 }
 
 func newTreeMaps(fs filterSocket, maxEntries int) (treeMaps, error) {
@@ -166,19 +185,10 @@ func newTreeMaps(fs filterSocket, maxEntries int) (treeMaps, error) {
 		_ = t.members.Close()
 		return nil, loadError("creating the fail-open map", err)
 	}
-	t.rec, t.noStarts = newStartRecorder()
-	if t.rec != nil {
-		t.prog, err = loadTreeProgram(t.members, t.failOpen, t.rec)
-		if err != nil {
-			// Filter as before, without start times.
-			t.noStarts = recorderRefused(err)
-			_ = t.rec.close()
-			t.rec = nil
-		}
-	}
-	if t.rec == nil {
-		t.prog, err = loadTreeProgram(t.members, t.failOpen, nil)
-	}
+	k := readKernelOffsets(kernelBTFPath)
+	t.rec, t.noStarts = newStartRecorder(k)
+	t.execRec, t.noExecs = newExecRecorder(k)
+	t.prog, err = t.loadProgram()
 	if err == nil {
 		err = fs.attachFilter(t.prog.FD())
 		if err != nil {
@@ -190,17 +200,60 @@ func newTreeMaps(fs filterSocket, maxEntries int) (treeMaps, error) {
 		_ = t.members.Close()
 		_ = t.failOpen.Close()
 		_ = t.rec.close()
+		_ = t.execRec.close()
 		return nil, loadError("loading the socket filter", err)
 	}
 	return t, nil
 }
 
-func loadTreeProgram(members, failOpen *ebpf.Map, rec *startRecorder) (*ebpf.Program, error) {
+// loadProgram loads the program with the recorders t has, and where the
+// kernel refuses it, without one or both: with each alone, then with
+// neither (the filter never fails for a recorder). A recorder left out
+// is closed and its reason is the kernel's refusal of the last program
+// that had it.
+func (t *ebpfTree) loadProgram() (*ebpf.Program, error) {
+	type try struct {
+		rec     *startRecorder
+		execRec *execRecorder
+	}
+	tries := []try{{t.rec, t.execRec}}
+	if t.rec != nil && t.execRec != nil {
+		tries = append(tries, try{t.rec, nil}, try{nil, t.execRec})
+	}
+	if t.rec != nil || t.execRec != nil {
+		tries = append(tries, try{nil, nil})
+	}
+	var err error
+	for _, tr := range tries {
+		var prog *ebpf.Program
+		prog, err = loadTreeProgram(t.members, t.failOpen, tr.rec, tr.execRec)
+		if err == nil {
+			if tr.rec == nil && t.rec != nil {
+				_ = t.rec.close()
+				t.rec = nil
+			}
+			if tr.execRec == nil && t.execRec != nil {
+				_ = t.execRec.close()
+				t.execRec = nil
+			}
+			return prog, nil
+		}
+		if tr.rec != nil {
+			t.noStarts = recorderRefused("start-time", err)
+		}
+		if tr.execRec != nil {
+			t.noExecs = recorderRefused("exec image", err)
+		}
+	}
+	return nil, err
+}
+
+func loadTreeProgram(members, failOpen *ebpf.Map, rec *startRecorder, execRec *execRecorder) (*ebpf.Program, error) {
 	return ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "pw_tree",
 		Type:         ebpf.SocketFilter,
 		License:      "GPL",
-		Instructions: treeProgram(members, failOpen, rec),
+		Instructions: treeProgram(members, failOpen, rec, execRec),
 	})
 }
 
@@ -346,7 +399,7 @@ func (t *ebpfTree) close() error {
 	if errors.Is(err, unix.ENOENT) { // no filter attached: nothing to detach
 		err = nil
 	}
-	return errors.Join(err, t.prog.Close(), t.members.Close(), t.failOpen.Close(), t.rec.close())
+	return errors.Join(err, t.prog.Close(), t.members.Close(), t.failOpen.Close(), t.rec.close(), t.execRec.close())
 }
 
 func (t *ebpfTree) startMemory() ([]byte, string) {
@@ -354,6 +407,13 @@ func (t *ebpfTree) startMemory() ([]byte, string) {
 		return nil, t.noStarts
 	}
 	return t.rec.mem, ""
+}
+
+func (t *ebpfTree) execMemory() ([]byte, string) {
+	if t.execRec == nil {
+		return nil, t.noExecs
+	}
+	return t.execRec.mem, ""
 }
 
 // attachFilter implements filterSocket (SO_ATTACH_BPF).
