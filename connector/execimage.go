@@ -111,7 +111,7 @@ func readExecSlotHook(mem []byte, tgid uint32, ts uint64, buf []byte, between fu
 		between()
 	}
 	if !seqUnchanged(p, seq) {
-		return comm, nil, 0, false
+		return [execCommLen]byte{}, nil, 0, false
 	}
 	return comm, args, int(full), true
 }
