@@ -249,7 +249,7 @@ func TestExecImageWithoutRecorder(t *testing.T) {
 func BenchmarkExecImage(b *testing.B) {
 	f := &TreeFilter{}
 	f.execs.mem = newExecSlots()
-	args := bytes.Repeat([]byte("argument\x00"), 33)[:300]
+	args := bytes.Repeat([]byte("argument\x00"), 34)[:300]
 	putExecSlot(f.execs.mem, execRecord{seq: 2, tgid: 1234, state: execComplete, ts: 42, fullLen: 300, comm: "sh", args: args})
 	buf := make([]byte, 0, ExecImageArgsMax)
 	b.ReportAllocs()

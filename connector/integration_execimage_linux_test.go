@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +40,35 @@ func runExecHelper(mode string) (int, bool) {
 		err := syscall.Exec(os.Getenv(execPathEnv), argv, os.Environ())
 		fmt.Println("error:", err)
 		return 1, true
+	case "execprog":
+		// Run the tree program on this process's exec (see init).
+		n, err := strconv.Atoi(os.Getenv(execPathEnv))
+		if err == nil {
+			err = connector.RunExecProgram(n)
+		}
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1, true
+		}
+		return 0, true
+	case "execimages":
+		// Say whether the filter records exec images (run without
+		// CAP_PERFMON by the test).
+		c, err := connector.Dial(nil)
+		if err != nil {
+			fmt.Printf("execimages dial: %v\n", err)
+			return 1, true
+		}
+		defer c.Close()
+		f, err := c.AttachTreeFilter(16)
+		if err != nil {
+			fmt.Printf("execimages attached=false: %v\n", err)
+			return 0, true
+		}
+		ok, why := f.ExecImages()
+		fmt.Printf("execimages attached=true ok=%v reason=%q\n", ok, why)
+		_ = f.Close()
+		return 0, true
 	case "execmany":
 		// Run execMany children, one after the other, each exec'ing
 		// /bin/true with manyArgv(i); print their pids.
@@ -57,6 +87,14 @@ func runExecHelper(mode string) (int, bool) {
 		return 0, true
 	}
 	return 0, false
+}
+
+func init() {
+	if os.Getenv(helperEnv) == "execprog" {
+		// The main goroutine stays on the main thread, whose pid is the
+		// process's: the recorder takes only such a current.
+		runtime.LockOSThread()
+	}
 }
 
 // manyArgv is the argv of the execmany helper's child i: arguments of
@@ -282,5 +320,87 @@ func TestIntegrationExecImageStranger(t *testing.T) {
 	}
 	if got := f.ExecSlotTGID(stranger); got == uint32(stranger) {
 		t.Errorf("the stranger %d's exec was recorded", stranger)
+	}
+}
+
+// TestIntegrationExecImageInKernel runs the tree program with the exec
+// recorder (BPF_PROG_TEST_RUN) on the main thread of a helper, on a
+// datagram of the helper's own exec: the record must be its
+// /proc/self/comm and cmdline (RunExecProgram checks them).
+func TestIntegrationExecImageInKernel(t *testing.T) {
+	attachExecTree(t) // skips where the filter records no exec images
+	for _, args := range [][]string{nil, {"", "an argument", ""}, {strings.Repeat("y", 5000)}} {
+		out, err := execProgHelper(1, args...)
+		if err != nil {
+			t.Fatalf("with %d arguments: %v: %s", len(args), err, out)
+		}
+	}
+}
+
+// BenchmarkTreeProgramExec measures, with BPF_PROG_TEST_RUN on a
+// helper's main thread, the tree program on a member's exec datagram
+// without and with the exec recorder, for the helper's own command line:
+// its path alone (some 60 bytes) or with a 4,000-byte argument.
+// kernel-ns/run is the kernel's time per run; the difference is the
+// recorder's cost per exec event of a member.
+func BenchmarkTreeProgramExec(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("skipping: loading the tree filter needs root")
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{{"path", nil}, {"4KB", []string{strings.Repeat("x", 4000)}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var plain, rec int64
+			runs := 0
+			for b.Loop() {
+				out, err := execProgHelper(100_000, tc.args...)
+				if err != nil {
+					b.Fatalf("%v: %s", err, out)
+				}
+				var p, r int64
+				if _, err := fmt.Sscanf(string(out), "plain-ns=%d recorder-ns=%d", &p, &r); err != nil {
+					b.Fatalf("helper said %q: %v", out, err)
+				}
+				plain, rec = plain+p, rec+r
+				runs++
+			}
+			b.ReportMetric(float64(plain)/float64(runs), "plain-kernel-ns/run")
+			b.ReportMetric(float64(rec)/float64(runs), "recorder-kernel-ns/run")
+		})
+	}
+}
+
+// execProgHelper runs RunExecProgram(n) in a helper with args after its
+// path (the helper parses no flags).
+func execProgHelper(n int, args ...string) ([]byte, error) {
+	cmd := helperCmd("execprog")
+	cmd.Args = append(cmd.Args, args...)
+	cmd.Env = append(cmd.Env, execPathEnv+"="+strconv.Itoa(n))
+	return cmd.CombinedOutput()
+}
+
+// TestIntegrationExecImagesWithoutPerfmon: a root process without
+// CAP_PERFMON and CAP_SYS_ADMIN (but with CAP_BPF) gets the filter
+// without exec images, and the reason.
+func TestIntegrationExecImagesWithoutPerfmon(t *testing.T) {
+	requirePrivileged(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skipf("skipping: no setpriv to drop CAP_PERFMON with: %v", err)
+	}
+	cmd := exec.Command("setpriv", "--bounding-set", "-perfmon,-sys_admin", os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=execimages", "GORACE=atexit_sleep_ms=0")
+	out, err := cmd.CombinedOutput()
+	got := strings.TrimSpace(string(out))
+	if err != nil && strings.HasPrefix(got, "setpriv") {
+		t.Skipf("skipping: setpriv cannot drop CAP_PERFMON here: %v %s", err, got)
+	}
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	t.Logf("without CAP_PERFMON and CAP_SYS_ADMIN: %s", got)
+	if !strings.HasPrefix(got, "execimages attached=true ok=false") || !strings.Contains(got, "bpf_get_current_task not allowed") {
+		t.Errorf("helper said %q; want the filter attached without exec images, for want of bpf_get_current_task", got)
 	}
 }
