@@ -27,27 +27,32 @@ func kernelTaskOffsets(spec *btf.Spec) (taskOffsets, error) {
 	if err := spec.TypeByName("task_struct", &task); err != nil {
 		return o, fmt.Errorf("kernel BTF has no struct task_struct: %w", err)
 	}
-	var children btf.Type
-	for _, fl := range o.fields() {
-		m, off, ok := findMember(task, fl.name, 0)
-		if !ok {
-			return o, fmt.Errorf("task_struct has no member %s in the kernel BTF", fl.name)
-		}
-		size, err := btf.Sizeof(m.Type)
-		if err != nil || size != fl.size || m.BitfieldSize != 0 || off%8 != 0 {
-			return o, fmt.Errorf("task_struct.%s is not a %d-byte field in the kernel BTF", fl.name, fl.size)
-		}
-		*fl.dst = uint32(off / 8)
-		if fl.name == "children" {
-			children = m.Type
-		}
+	if err := specFieldOffsets(task, "task_struct", o.fields()); err != nil {
+		return o, err
 	}
-	prev, off, ok := findMember(children, "prev", 0)
+	children, _, _ := findMember(task, "children", 0)
+	prev, off, ok := findMember(children.Type, "prev", 0)
 	if size, err := btf.Sizeof(prev.Type); !ok || err != nil || size != 8 || off%8 != 0 {
 		return o, errors.New("struct list_head has no 8-byte prev in the kernel BTF")
 	}
 	o.listPrev = uint32(off / 8)
 	return o, nil
+}
+
+// specFieldOffsets is fieldOffsets on a cilium type.
+func specFieldOffsets(t btf.Type, name string, fields []structField) error {
+	for _, fl := range fields {
+		m, off, ok := findMember(t, fl.name, 0)
+		if !ok {
+			return fmt.Errorf("%s has no member %s in the kernel BTF", name, fl.name)
+		}
+		size, err := btf.Sizeof(m.Type)
+		if err != nil || size != fl.size || m.BitfieldSize != 0 || off%8 != 0 {
+			return fmt.Errorf("%s.%s is not a %d-byte field in the kernel BTF", name, fl.name, fl.size)
+		}
+		*fl.dst = uint32(off / 8)
+	}
+	return nil
 }
 
 // findMember looks for a member by name in a struct or union, and in the

@@ -19,21 +19,7 @@ func kernelExecOffsets(spec *btf.Spec) (execOffsets, error) {
 	if err := spec.TypeByName("task_struct", &task); err != nil {
 		return o, fmt.Errorf("kernel BTF has no struct task_struct: %w", err)
 	}
-	fields := func(t btf.Type, name string, fields []structField) error {
-		for _, fl := range fields {
-			m, off, ok := findMember(t, fl.name, 0)
-			if !ok {
-				return fmt.Errorf("%s has no member %s in the kernel BTF", name, fl.name)
-			}
-			size, err := btf.Sizeof(m.Type)
-			if err != nil || size != fl.size || m.BitfieldSize != 0 || off%8 != 0 {
-				return fmt.Errorf("%s.%s is not a %d-byte field in the kernel BTF", name, fl.name, fl.size)
-			}
-			*fl.dst = uint32(off / 8)
-		}
-		return nil
-	}
-	if err := fields(task, "task_struct", o.taskFields()); err != nil {
+	if err := specFieldOffsets(task, "task_struct", o.taskFields()); err != nil {
 		return o, err
 	}
 	mm, _, _ := findMember(task, "mm", 0)
@@ -41,7 +27,7 @@ func kernelExecOffsets(spec *btf.Spec) (execOffsets, error) {
 	if !ok {
 		return o, errors.New("task_struct.mm is not a pointer in the kernel BTF")
 	}
-	return o, fields(ptr.Target, "mm_struct", o.mmFields())
+	return o, specFieldOffsets(ptr.Target, "mm_struct", o.mmFields())
 }
 
 func TestReadExecOffsetsMatchesCilium(t *testing.T) {

@@ -89,23 +89,7 @@ func recordExec(slots *ebpf.Map, o execOffsets, end string) asm.Instructions {
 		asm.Mov.Reg(asm.R7, asm.R0),
 	)
 	// current's pid and tgid must be the event's TGID.
-	if o.tgid == o.pid+4 {
-		insns = append(insns, kernel(asm.RFP, stackIDs, 8, asm.R7, o.pid)...)
-		insns = append(insns,
-			asm.LoadMem(asm.R1, asm.RFP, stackIDs, asm.Word),
-			asm.JNE.Reg(asm.R1, asm.R8, release),
-			asm.LoadMem(asm.R1, asm.RFP, stackIDs+4, asm.Word),
-			asm.JNE.Reg(asm.R1, asm.R8, release),
-		)
-	} else {
-		for _, off := range []uint32{o.pid, o.tgid} {
-			insns = append(insns, kernel(asm.RFP, stackIDs, 4, asm.R7, off)...)
-			insns = append(insns,
-				asm.LoadMem(asm.R1, asm.RFP, stackIDs, asm.Word),
-				asm.JNE.Reg(asm.R1, asm.R8, release),
-			)
-		}
-	}
+	insns = append(insns, idsAre(asm.R7, o.pid, o.tgid, asm.R8, release)...)
 	// comm, straight into the slot.
 	insns = append(insns, kernel(asm.R9, execComm, execCommLen, asm.R7, o.comm)...)
 	// R6 = current->mm, not NULL; then its arg_start and arg_end.
@@ -139,29 +123,10 @@ func recordExec(slots *ebpf.Map, o execOffsets, end string) asm.Instructions {
 	return append(insns, release0...)
 }
 
-// execRecorder is the state of the exec recorder while the tree filter
-// loads.
-type execRecorder struct {
-	offsets execOffsets
-	mappedSlots
-}
+// execRecorder is the exec recorder.
+type execRecorder = recorder[execOffsets]
 
-// newExecRecorder makes the slot map and maps it; without offsets
-// (k.execErr) or on failure it returns nil and why.
+// newExecRecorder makes the exec recorder, or says why not.
 func newExecRecorder(k kernelOffsets) (*execRecorder, string) {
-	if k.execErr != nil {
-		return nil, k.execErr.Error()
-	}
-	s, why := newMappedSlots("pw_execs", "exec image", execSlots, execSlotSize)
-	if why != "" {
-		return nil, why
-	}
-	return &execRecorder{offsets: k.exec, mappedSlots: s}, ""
-}
-
-func (r *execRecorder) close() error {
-	if r == nil {
-		return nil
-	}
-	return r.mappedSlots.close()
+	return newRecorder(k.exec, k.execErr, "pw_execs", "exec image", execSlots, execSlotSize)
 }

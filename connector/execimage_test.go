@@ -11,12 +11,8 @@ import (
 	"unsafe"
 )
 
-// newExecSlots returns zeroed exec-image slot memory, 8-byte aligned as
-// the mapping is.
-func newExecSlots() []byte {
-	words := make([]uint64, execSlots*execSlotSize/8)
-	return unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), len(words)*8)
-}
+// newExecSlots returns zeroed exec-image slot memory.
+func newExecSlots() []byte { return alignedSlots(execSlots, execSlotSize) }
 
 // execRecord is a slot's contents as the program writes them.
 type execRecord struct {

@@ -71,25 +71,7 @@ func recordStart(slots *ebpf.Map, o taskOffsets, end string) asm.Instructions {
 			asm.Sub.Imm(asm.R6, int32(o.sibling)),
 		)
 		// Its pid and tgid must be the child's.
-		if o.tgid == o.pid+4 {
-			insns = append(insns, read(stackIDs, 8, asm.R6, o.pid)...)
-			insns = append(insns,
-				asm.JNE.Imm(asm.R0, 0, miss),
-				asm.LoadMem(asm.R1, asm.RFP, stackIDs, asm.Word),
-				asm.JNE.Reg(asm.R1, asm.R8, miss),
-				asm.LoadMem(asm.R1, asm.RFP, stackIDs+4, asm.Word),
-				asm.JNE.Reg(asm.R1, asm.R8, miss),
-			)
-		} else {
-			for _, off := range []uint32{o.pid, o.tgid} {
-				insns = append(insns, read(stackIDs, 4, asm.R6, off)...)
-				insns = append(insns,
-					asm.JNE.Imm(asm.R0, 0, miss),
-					asm.LoadMem(asm.R1, asm.RFP, stackIDs, asm.Word),
-					asm.JNE.Reg(asm.R1, asm.R8, miss),
-				)
-			}
-		}
+		insns = append(insns, idsAre(asm.R6, o.pid, o.tgid, asm.R8, miss)...)
 		insns = append(insns, read(stackStart, 8, asm.R6, o.startBoottime)...)
 		insns = append(insns,
 			asm.JEq.Imm(asm.R0, 0, write),
@@ -156,6 +138,32 @@ func releaseSlot() asm.Instructions {
 	}
 }
 
+// idsAre returns the instructions that jump to miss unless the
+// task_struct at task (pid and tgid at those offsets) has pid and tgid
+// equal to the u32 in want, or cannot be read; they read into stackIDs,
+// use R0-R5 and keep task and want, which must not be R0-R5.
+func idsAre(task asm.Register, pid, tgid uint32, want asm.Register, miss string) asm.Instructions {
+	if tgid == pid+4 { // one read
+		return append(probeRead(asm.FnProbeReadKernel, asm.RFP, stackIDs, 8, task, pid),
+			asm.JNE.Imm(asm.R0, 0, miss),
+			asm.LoadMem(asm.R1, asm.RFP, stackIDs, asm.Word),
+			asm.JNE.Reg(asm.R1, want, miss),
+			asm.LoadMem(asm.R1, asm.RFP, stackIDs+4, asm.Word),
+			asm.JNE.Reg(asm.R1, want, miss),
+		)
+	}
+	var insns asm.Instructions
+	for _, off := range []uint32{pid, tgid} {
+		insns = append(insns, probeRead(asm.FnProbeReadKernel, asm.RFP, stackIDs, 4, task, off)...)
+		insns = append(insns,
+			asm.JNE.Imm(asm.R0, 0, miss),
+			asm.LoadMem(asm.R1, asm.RFP, stackIDs, asm.Word),
+			asm.JNE.Reg(asm.R1, want, miss),
+		)
+	}
+	return insns
+}
+
 // probeRead returns a call of the probe-read helper fn (kernel or user)
 // that reads size bytes at src+off into dst+dstOff; R0 is then 0 on
 // success.
@@ -182,27 +190,36 @@ func atomicMem(op asm.AtomicOp, dst, src asm.Register, off int16) asm.Instructio
 	return ins
 }
 
-// startRecorder is the state of the start-time recorder while the tree
-// filter loads.
-type startRecorder struct {
-	offsets taskOffsets
+// recorder is the state of a recorder while the tree filter loads: the
+// offsets its instructions read and its mapped slots.
+type recorder[O any] struct {
+	offsets O
 	mappedSlots
 }
 
-// newStartRecorder makes the slot map and maps it; without offsets
-// (k.startErr) or on failure it returns nil and why.
-func newStartRecorder(k kernelOffsets) (*startRecorder, string) {
-	if k.startErr != nil {
-		return nil, k.startErr.Error()
+// startRecorder is the start-time recorder.
+type startRecorder = recorder[taskOffsets]
+
+// newRecorder makes a recorder's slot map (n slots of size bytes, called
+// name, and what in messages) and maps it; without offsets (err) or on
+// failure it returns nil and why.
+func newRecorder[O any](offsets O, err error, name, what string, n, size int) (*recorder[O], string) {
+	if err != nil {
+		return nil, err.Error()
 	}
-	s, why := newMappedSlots("pw_starts", "start-time", startSlots, startSlotSize)
+	s, why := newMappedSlots(name, what, n, size)
 	if why != "" {
 		return nil, why
 	}
-	return &startRecorder{offsets: k.start, mappedSlots: s}, ""
+	return &recorder[O]{offsets: offsets, mappedSlots: s}, ""
 }
 
-func (r *startRecorder) close() error {
+// newStartRecorder makes the start-time recorder, or says why not.
+func newStartRecorder(k kernelOffsets) (*startRecorder, string) {
+	return newRecorder(k.start, k.startErr, "pw_starts", "start-time", startSlots, startSlotSize)
+}
+
+func (r *recorder[O]) close() error {
 	if r == nil {
 		return nil
 	}

@@ -8,9 +8,13 @@ import (
 	"unsafe"
 )
 
-// newSlots returns zeroed slot memory, 8-byte aligned as the mapping is.
-func newSlots() []byte {
-	words := make([]uint64, startSlots*startSlotSize/8)
+// newSlots returns zeroed start-time slot memory.
+func newSlots() []byte { return alignedSlots(startSlots, startSlotSize) }
+
+// alignedSlots returns zeroed memory for n slots of size bytes, 8-byte
+// aligned as the mapping is.
+func alignedSlots(n, size int) []byte {
+	words := make([]uint64, n*size/8)
 	return unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), len(words)*8)
 }
 

@@ -385,21 +385,7 @@ func execProgHelper(n int, args ...string) ([]byte, error) {
 // CAP_PERFMON and CAP_SYS_ADMIN (but with CAP_BPF) gets the filter
 // without exec images, and the reason.
 func TestIntegrationExecImagesWithoutPerfmon(t *testing.T) {
-	requirePrivileged(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skipf("skipping: no setpriv to drop CAP_PERFMON with: %v", err)
-	}
-	cmd := exec.Command("setpriv", "--bounding-set", "-perfmon,-sys_admin", os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"=execimages", "GORACE=atexit_sleep_ms=0")
-	out, err := cmd.CombinedOutput()
-	got := strings.TrimSpace(string(out))
-	if err != nil && strings.HasPrefix(got, "setpriv") {
-		t.Skipf("skipping: setpriv cannot drop CAP_PERFMON here: %v %s", err, got)
-	}
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
-	t.Logf("without CAP_PERFMON and CAP_SYS_ADMIN: %s", got)
+	got := runWithoutPerfmon(t, "execimages")
 	if !strings.HasPrefix(got, "execimages attached=true ok=false") || !strings.Contains(got, "bpf_get_current_task not allowed") {
 		t.Errorf("helper said %q; want the filter attached without exec images, for want of bpf_get_current_task", got)
 	}

@@ -149,12 +149,22 @@ func TestIntegrationForkStarts(t *testing.T) {
 // CAP_PERFMON and CAP_SYS_ADMIN (but with CAP_BPF) gets the filter
 // without start times, and the reason.
 func TestIntegrationForkStartsWithoutPerfmon(t *testing.T) {
+	got := runWithoutPerfmon(t, "forkstarts")
+	if !strings.HasPrefix(got, "forkstarts attached=true ok=false") || !strings.Contains(got, "bpf_get_current_task not allowed") {
+		t.Errorf("helper said %q; want the filter attached without start times, for want of bpf_get_current_task", got)
+	}
+}
+
+// runWithoutPerfmon runs the helper mode as root without CAP_PERFMON and
+// CAP_SYS_ADMIN (but with CAP_BPF) and returns what it said.
+func runWithoutPerfmon(t *testing.T, mode string) string {
+	t.Helper()
 	requirePrivileged(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skipf("skipping: no setpriv to drop CAP_PERFMON with: %v", err)
 	}
 	cmd := exec.Command("setpriv", "--bounding-set", "-perfmon,-sys_admin", os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"=forkstarts", "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "GORACE=atexit_sleep_ms=0")
 	out, err := cmd.CombinedOutput()
 	got := strings.TrimSpace(string(out))
 	if err != nil && strings.HasPrefix(got, "setpriv") {
@@ -164,9 +174,7 @@ func TestIntegrationForkStartsWithoutPerfmon(t *testing.T) {
 		t.Fatalf("helper: %v\n%s", err, out)
 	}
 	t.Logf("without CAP_PERFMON and CAP_SYS_ADMIN: %s", got)
-	if !strings.HasPrefix(got, "forkstarts attached=true ok=false") || !strings.Contains(got, "bpf_get_current_task not allowed") {
-		t.Errorf("helper said %q; want the filter attached without start times, for want of bpf_get_current_task", got)
-	}
+	return got
 }
 
 // forkStartsHelper runs in the helper without CAP_PERFMON.
