@@ -60,7 +60,10 @@
 // CAP_BPF or CAP_SYS_ADMIN; without it the Conn filters in user space as
 // before. With CAP_PERFMON (or CAP_SYS_ADMIN) and kernel BTF the filter
 // also records each new process's start time where user space reads it
-// without a system call (TreeFilter.ForkStart).
+// without a system call (TreeFilter.ForkStart), and each member's exec'd
+// program name and command line, taken at the exec, so that they are
+// known even when the process exited before its event was read
+// (TreeFilter.ExecImage).
 //
 // Receive waits for datagrams in the runtime's poller and, under load
 // (5,000 events a second or more), lets events queue up for up to 5 ms

@@ -50,10 +50,12 @@ const ExecImageArgsMax = 4096
 // into an index of its own for lookups (memory and work for every exec,
 // looked up or not), and when it is full it loses the newest records,
 // which are the ones about to be looked up, where a slot loses the
-// oldest. The slots are lost instead to an exec of another process whose
-// TGID is equal modulo execSlots before the first is looked up (PIDs are
-// handed out in turn, so that takes 512 execs of processes made since);
-// such a lookup says it has no record.
+// oldest. A record is lost instead when another member whose TGID is
+// equal modulo execSlots execs before it is looked up (PIDs are handed
+// out in turn, so that two live members share a slot only when 512 or
+// more PIDs were handed out on the host between their forks), or when
+// two such execs are written at the same time on two CPUs (the second
+// skips its record); such a lookup says it has no record.
 //
 // Memory: execSlots * execSlotSize = 512 * 4,144 bytes = 2,121,728
 // bytes (2.0 MiB) per filter, in the kernel, mapped read-only into the

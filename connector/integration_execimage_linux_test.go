@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -163,15 +164,23 @@ func TestIntegrationExecImages(t *testing.T) {
 		long = append(long, fmt.Sprintf("arg-%03d", i))
 	}
 	over := []string{"true", strings.Repeat("a", 5000), strings.Repeat("b", 3000)}
+	// A script: the kernel execs its interpreter with the script's path
+	// in place of argv[0]; comm is the script's name.
+	script := filepath.Join(t.TempDir(), "a-script")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, path, comm string
 		argv             []string
+		want             []string // the command line, when not argv
 	}{
-		{"sh -c, short", "/bin/sh", "sh", []string{"sh", "-c", "exit 0", "short"}},
-		{"sh -c, long", "/bin/sh", "sh", long},
-		{"true, exits at once", "/bin/true", "true", []string{"/bin/true", "x"}},
-		{"empty arguments", "/bin/true", "true", []string{"", "", "mid", ""}},
-		{"longer than ExecImageArgsMax", "/bin/true", "true", over},
+		{"script", script, "a-script", []string{"ignored", "arg"}, []string{"/bin/sh", script, "arg"}},
+		{"sh -c, short", "/bin/sh", "sh", []string{"sh", "-c", "exit 0", "short"}, nil},
+		{"sh -c, long", "/bin/sh", "sh", long, nil},
+		{"true, exits at once", "/bin/true", "true", []string{"/bin/true", "x"}, nil},
+		{"empty arguments", "/bin/true", "true", []string{"", "", "mid", ""}, nil},
+		{"longer than ExecImageArgsMax", "/bin/true", "true", over, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			arg, err := json.Marshal(tc.argv)
@@ -187,6 +196,9 @@ func TestIntegrationExecImages(t *testing.T) {
 			}
 			ev := execOf(t, c, g)
 			want := cmdline(tc.argv)
+			if tc.want != nil {
+				want = cmdline(tc.want)
+			}
 			comm, args, full, ok := f.ExecImage(g.pid, ev.Timestamp, nil)
 			if !ok {
 				t.Fatalf("ExecImage(%d, %d) missed", g.pid, ev.Timestamp)

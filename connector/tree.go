@@ -60,11 +60,16 @@ import (
 // The program also records the start time of every new process whose
 // fork it sees, member or not, in memory that user space maps (see
 // ForkStart), so that a child's identity (pid and start time) is known
-// without reading /proc/PID/stat. Where the kernel does not allow that
-// (ForkStarts says why) the filter works as without it.
+// without reading /proc/PID/stat, and for every exec event of a member
+// it passes, the exec'd program's name and command line (see ExecImage),
+// so that they are known without reading /proc/PID/cmdline, even after
+// the process exited. Where the kernel does not allow either (ForkStarts
+// and ExecImages say why) the filter works as without it. When the
+// program fails open, the execs of non-members that it passes are not
+// recorded.
 //
 // The methods may be called from any goroutine. Close (or the Conn's
-// Close) detaches the program and frees the maps and the mapping.
+// Close) detaches the program and frees the maps and the mappings.
 type TreeFilter struct {
 	conn *Conn
 
@@ -188,7 +193,8 @@ func (f *TreeFilter) ClearFailOpen() error {
 
 // Close detaches the program from the socket (events are no longer
 // filtered in the kernel) and frees the program, its maps and the mapped
-// start times (ForkStart then misses). It is idempotent.
+// start times and exec images (ForkStart and ExecImage then miss). It is
+// idempotent.
 func (f *TreeFilter) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
