@@ -63,9 +63,11 @@ const (
 // (BenchmarkTreeProgramExec, this project's 2-vCPU VM, kernel 6.18, at a
 // load of 20-25): the program took 45-48 ns per member exec event
 // without the recorder and 126 ns with it for a 60-byte command line
-// (some 80 ns added), 181 ns for a 4,000-byte one (some 135 ns added):
-// small beside an exec's own cost (a fork and exec of /bin/true takes
-// hundreds of microseconds). A non-member's exec costs what it did (one
+// (some 80 ns added), 181 ns for a 4,000-byte one (some 135 ns added).
+// That is lost beside an exec's own cost: on the same VM at a load of
+// 13-20, bash running /bin/true 2,000 times took 13 ms of CPU (user and
+// system) per run, so that a timing of execs with and without the
+// recorder could not see it. A non-member's exec costs what it did (one
 // lookup in the member map, then dropped).
 func recordExec(slots *ebpf.Map, o execOffsets, end string) asm.Instructions {
 	const release = "exec-release"
