@@ -335,27 +335,46 @@ func TestIntegrationTreeFilterPIDReuse(t *testing.T) {
 	if err := f.Remove(uint32(pid)); err != nil {
 		t.Errorf("second Remove: %v", err)
 	}
-	reused := reusePID(t, pid, "/bin/sh", "-c", "exit 9")
+	reused, _ := reusePID(t, pid, "/bin/sh", "-c", "exit 9")
 	evs := barrier(t, c, 2)
 	if got := eventsOf(evs, reused); len(got) != 0 {
 		t.Errorf("events of the outsider that reused pid %d passed: %+v", reused, got)
 	}
 }
 
-// reusePID runs the command as a child with the given pid, setting
-// ns_last_pid; it retries while other processes take the pid first.
-func reusePID(t *testing.T, pid int, name string, args ...string) int {
+// reusePID runs the command with the given pid, through the helper
+// testdata/withpid.c (clone3 with set_tid: no race with the host's other
+// forks, as setting ns_last_pid had, which a busy host lost 100 times in
+// a row), and returns the pid and the helper's (the command's parent). It
+// tries again while another process holds the pid.
+func reusePID(t *testing.T, pid int, name string, args ...string) (reused, parent int) {
 	t.Helper()
-	for range 100 {
-		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
-			t.Skipf("skipping: cannot set ns_last_pid: %v", err)
-		}
-		if got := run(t, name, args...); got == pid {
-			return got
-		}
+	bin := filepath.Join(t.TempDir(), "withpid")
+	if out, err := exec.Command("gcc", "-O2", "-o", bin, "testdata/withpid.c").CombinedOutput(); err != nil {
+		t.Skipf("skipping: cannot build testdata/withpid.c with gcc: %v\n%s", err, out)
 	}
-	t.Fatalf("pid %d was never reused in 100 tries", pid)
-	return 0
+	deadline := time.Now().Add(30 * time.Second) // bounds a pid held for good
+	for {
+		cmd := exec.Command(bin, append([]string{strconv.Itoa(pid), name}, args...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err == nil {
+			got, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+			if perr != nil || got != pid {
+				t.Fatalf("withpid %d printed %q", pid, out)
+			}
+			return got, cmd.Process.Pid
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("withpid %d: %v: %s", pid, err, stderr.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d stayed taken for 30 s", pid)
+		}
+		time.Sleep(10 * time.Millisecond) // another process has it: it is likely short-lived
+	}
 }
 
 // TestIntegrationTreeFilterFailsOpen fills a 4-entry map: the program
