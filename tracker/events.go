@@ -158,6 +158,25 @@ func (t *Tracker) Exec(pid int, obs *Observation, at time.Time, kernel time.Dura
 	return true
 }
 
+// ExecImage applies the kernel's report that member pid exec'd, with the
+// new image's name and command line as the kernel recorded them at the
+// exec (hasCmdline false: no command line is kept), instead of an
+// observation read from /proc later, when a short-lived process may be
+// gone. The exec event's TGID is the member's only while its exit cannot
+// have been missed: after an overrun, until a look confirms it, the PID
+// may have passed to another process, whose exec this would be. ExecImage
+// then applies nothing and returns false, and so for a non-member; the
+// caller observes /proc and calls Exec.
+func (t *Tracker) ExecImage(pid int, comm string, cmdline []string, truncated, hasCmdline bool, at time.Time, kernel time.Duration) bool {
+	p, ok := t.members[pid]
+	if !ok || p.confirmed < t.epoch {
+		return false
+	}
+	obs := Observation{PID: pid, Seen: SeenAlive, At: at, StartTicks: p.ID.StartTicks, PPID: p.PPID, State: p.State,
+		Comm: comm, Cmdline: cmdline, CmdlineTruncated: truncated, HasCmdline: hasCmdline}
+	return t.Exec(pid, &obs, at, kernel)
+}
+
 // ExitTask applies the kernel's report that task tid of process tgid
 // exited with the wait status status; ppid is the parent at exit (0 if
 // unknown).

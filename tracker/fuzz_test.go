@@ -89,7 +89,10 @@ func fuzzOps(t testing.TB, ops []byte) {
 				}
 			case 2:
 				tr.Thread(a)
-			case 3:
+			case 3: // an exec: with the kernel's image when it may apply
+				if ops[i]&0x10 != 0 && tr.ExecImage(a, "img", []string{"img"}, false, true, at, 0) {
+					break
+				}
 				o := observe(a)
 				tr.Exec(a, &o, at, 0)
 			case 4: // an immediate scan of the host

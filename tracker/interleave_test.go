@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -142,5 +143,40 @@ func TestScanDoesNotJudgeLaterForks(t *testing.T) {
 	tr.ApplyScan([]Entry{live(100, 1, 1)}, t0.Add(3*time.Second), ScanOptions{Repair: true, Since: t0.Add(3 * time.Second)})
 	if tr.IsMember(101) {
 		t.Error("a member missing from a later scan stayed")
+	}
+}
+
+// The kernel's record of an exec image applies to a member whose exit
+// cannot have been missed; after an overrun it does not (the PID may be a
+// stranger's now) until the member is confirmed again.
+func TestExecImageOnlyForConfirmedMembers(t *testing.T) {
+	tr := New(id(100, 1), Config{}, t0)
+	tr.Fork(100, id(150, 10), false, t0, 0, nil)
+	tr.DrainChanges(nil)
+	if !tr.ExecImage(150, "cc", []string{"cc", "-c", "a.c"}, false, true, t0.Add(time.Millisecond), 5) {
+		t.Fatal("the image of a confirmed member's exec was refused")
+	}
+	p, _ := tr.Member(150)
+	if p.Name != "cc" || strings.Join(p.Cmdline, " ") != "cc -c a.c" || p.ID != id(150, 10) || !p.InfoAt.Equal(t0.Add(time.Millisecond)) {
+		t.Errorf("after the image: %+v", p)
+	}
+	if chs := tr.DrainChanges(nil); len(chs) != 1 || chs[0].Kind != Execed || chs[0].Proc.Name != "cc" || chs[0].Kernel != 5 {
+		t.Errorf("changes %+v, want one Execed with the image", chs)
+	}
+	if tr.ExecImage(99, "x", nil, false, true, t0, 0) {
+		t.Error("an image applied to a non-member")
+	}
+	tr.Overrun()
+	if tr.ExecImage(150, "stranger", nil, false, true, t0, 0) {
+		t.Error("an image applied to a member whose exit may have been missed")
+	}
+	if p, _ := tr.Member(150); p.Name != "cc" {
+		t.Errorf("a refused image changed the member: %q", p.Name)
+	}
+	// A fork checked against the member's start time confirms it.
+	self := Observation{PID: 150, Seen: SeenAlive, StartTicks: 10, At: t0}
+	tr.Fork(150, id(151, 11), false, t0, 0, &self)
+	if !tr.ExecImage(150, "ld", []string{"ld"}, false, true, t0, 0) {
+		t.Error("the image of a member confirmed again was refused")
 	}
 }
