@@ -89,6 +89,8 @@ type Hub struct {
 	niceErr                       atomic.Pointer[string]
 	kernelStarts, startReads      atomic.Uint64
 	startsReason                  atomic.Pointer[string]
+	kernelImages, imageReads      atomic.Uint64
+	imagesReason                  atomic.Pointer[string]
 }
 
 // HubStats counts what a Hub received since it was made.
@@ -128,6 +130,13 @@ type HubStats struct {
 	// while they are, or no Watcher was ever attached).
 	KernelStarts, StartReads uint64
 	StartsReason             string
+	// KernelImages counts the members' execs whose new name and command
+	// line came from the kernel tree filter's record of the exec;
+	// ImageReads those for which /proc was read instead. ImagesReason
+	// says why the records are not used ("" while they are, or no Watcher
+	// was ever attached).
+	KernelImages, ImageReads uint64
+	ImagesReason             string
 }
 
 // Stats returns the hub's counters.
@@ -144,6 +153,10 @@ func (h *Hub) Stats() HubStats {
 	st.KernelStarts, st.StartReads = h.kernelStarts.Load(), h.startReads.Load()
 	if e := h.startsReason.Load(); e != nil {
 		st.StartsReason = *e
+	}
+	st.KernelImages, st.ImageReads = h.kernelImages.Load(), h.imageReads.Load()
+	if e := h.imagesReason.Load(); e != nil {
+		st.ImagesReason = *e
 	}
 	h.mu.Lock()
 	if h.run != nil {
@@ -314,6 +327,7 @@ type writer struct {
 	scanner *reconcile.Scanner
 	clock   clockBase
 	starts  childStarts // new children's start times from the kernel filter
+	images  execImages  // new images' names and command lines from it
 
 	// idx maps member PIDs to the watchers they are members of; prov maps
 	// PIDs removed without the kernel's exit status to the watchers that
@@ -355,8 +369,11 @@ func newWriter(r *hubRun) *writer {
 		starts = newChildStarts(r.filter)
 	}
 	r.h.startsReason.Store(&starts.reason)
+	images := newExecImages(r.filter)
+	r.h.imagesReason.Store(&images.reason)
 	return &writer{
 		starts:    starts,
+		images:    images,
 		r:         r,
 		h:         r.h,
 		filter:    r.filter,
@@ -659,16 +676,35 @@ func (wr *writer) onExec(ev *connector.Event, clk *clocks) {
 		wr.filterStranger(pid)
 		return
 	}
-	// The new image's name and command line, read once for the watchers
-	// that want the same (almost always all of them).
-	at := clk.wallOf(ev.Timestamp)
+	// The new image's name and command line: the kernel's record of the
+	// exec (execImages) where the tracker takes it, else read from /proc
+	// once for the watchers that want the same (almost always all).
+	at, kernel := clk.wallOf(ev.Timestamp), time.Duration(ev.Timestamp)
+	img, haveImg := wr.images.lookup(pid, ev.Timestamp)
 	var o tracker.Observation
 	read := -1
 	for _, w := range wr.ws {
-		if m := w.cmdlineMax(); m != read {
-			o, read = observe(wr.scanner, wr.r.cmdlines, pid, true, m), m
+		m := w.cmdlineMax()
+		if haveImg {
+			var args []string
+			trunc, ok := false, true
+			if m > 0 {
+				args, trunc, ok = img.cmdline(m)
+			}
+			applied := false
+			if ok {
+				wr.apply(w, func(tr *tracker.Tracker) { applied = tr.ExecImage(pid, img.comm, args, trunc, m > 0, at, kernel) })
+			}
+			if applied {
+				wr.h.kernelImages.Add(1)
+				continue
+			}
 		}
-		wr.apply(w, func(tr *tracker.Tracker) { tr.Exec(pid, &o, at, time.Duration(ev.Timestamp)) })
+		if m != read {
+			o, read = observe(wr.scanner, wr.r.cmdlines, pid, true, m), m
+			wr.h.imageReads.Add(1)
+		}
+		wr.apply(w, func(tr *tracker.Tracker) { tr.Exec(pid, &o, at, kernel) })
 	}
 }
 
