@@ -77,16 +77,25 @@ type outputFlags struct {
 	usage bool
 	// coalesce is --coalesce: HubConfig.Coalesce of the watcher's hub.
 	coalesce time.Duration
+	// coalesceSet: --coalesce was given (else autoCoalesce applies
+	// where it may); auto: the hub was given autoCoalesce, and attach
+	// decides whether it stays.
+	coalesceSet, auto bool
+	flags             *pflag.FlagSet // where register put the flags
 }
 
-// defaultCoalesce is pwatch's --coalesce: none. With 20 ms, pwatch
-// watch cost 1.48x forkstat's CPU per event in a fork storm against 2-4x
-// (BENCHMARKS.md, the run of 462701b), but an event read 20 ms late finds
-// a short-lived child gone: its command line can no longer be read
-// (TestSummaryReadable's failures showed their parent's), and pwatch
-// promises command lines by default. So pwatch reads each event at once
-// unless asked.
-const defaultCoalesce = 0
+// autoCoalesce is pwatch's --coalesce when none is given, where the
+// kernel tree filter records exec images (HubStats.ImagesReason empty):
+// events are read in batches, up to 20 ms late. pwatch's files are
+// written every 50 ms anyway, and a late read loses nothing there: the
+// new child's start time and an exec's name and command line come from
+// the filter's records, made when the kernel reported them. Without the
+// records, a process that execs and exits within the wait would keep its
+// parent's command line (TestSummaryReadable showed it), so pwatch then
+// reads each event at once. With 20 ms, pwatch watch cost 1.48x
+// forkstat's CPU per event in a fork storm against 2.78x at once
+// (BENCHMARKS.md, the runs of 462701b and 3d54bf6).
+const autoCoalesce = 20 * time.Millisecond
 
 func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
 	help := "write every event as one JSON object per line to `FILE`"
@@ -98,7 +107,8 @@ func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`HOST:PORT`/metrics (port 0 = any; the address is printed on stderr)")
 	fs.DurationVar(&f.pollInterval, "poll-interval", 100*time.Millisecond, "how often to scan /proc in polling mode, and to check whether the tree is empty")
 	fs.IntVar(&f.listMax, "list-max", 10, "list at most `N` processes in each list of the summary (failed, left behind); 0 = all")
-	fs.DurationVar(&f.coalesce, "coalesce", defaultCoalesce, "in connector mode, hold the kernel's events up to `DURATION` after each read, so that one wake-up reads many (the output is buffered up to 100 ms anyway; a process that execs and exits within it loses its command line); 0 = read each event at once")
+	fs.DurationVar(&f.coalesce, "coalesce", 0, "in connector mode, hold the kernel's events up to `DURATION` after each read, so that one wake-up reads many (the files are written every 50 ms anyway); 0 = read each event at once. Not given: 20ms where the kernel filter records each exec's command line (as root with BTF), else 0; with a wait and without those records, a process that execs and exits within the wait keeps its parent's command line")
+	f.flags = fs
 	fs.BoolVar(&f.usage, "usage", true, "record each exiting process's resource usage (CPU, peak RSS, I/O, context switches) from the kernel's taskstats, as root in the initial namespaces; pwatch run's own children fall back to wait4's. --usage=false opens no taskstats socket")
 }
 
@@ -106,9 +116,51 @@ func (f *outputFlags) register(fs *pflag.FlagSet, stdoutEvents bool) {
 func (f *outputFlags) apply(cfg *watchman.Config) {
 	cfg.KeepTombstones = true
 	cfg.CaptureUsage = f.usage
-	if f.coalesce > 0 {
+	switch {
+	case f.coalesce > 0:
 		cfg.Hub = watchman.NewHub(&watchman.HubConfig{Coalesce: f.coalesce})
+	case !f.coalesceSet:
+		cfg.Hub = watchman.NewHub(&watchman.HubConfig{Coalesce: autoCoalesce})
+		f.auto = true
 	}
+}
+
+// attach attaches a Watcher to pid with cfg (as apply set it). When the
+// hub was given autoCoalesce and has no exec images to keep late reads
+// exact (keepAuto), it attaches again on a hub that reads each event at
+// once and closes the first Watcher; if that fails, the first one stays.
+func (f *outputFlags) attach(pid int, cfg *watchman.Config) (*watchman.Watcher, error) {
+	w, err := watchman.Attach(pid, cfg)
+	if err != nil || !f.auto || w.Mode() != watchman.ModeConnector {
+		return w, err // in polling mode there is no hub, and nothing to hold back
+	}
+	if keepAuto(w.Mode(), w.Hub().Stats().ImagesReason) {
+		return w, nil
+	}
+	cfg.Hub = watchman.NewHub(nil)
+	w2, err := watchman.Attach(pid, cfg)
+	if err != nil {
+		return w, nil
+	}
+	w.Close()
+	f.auto = false
+	return w2, nil
+}
+
+// keepAuto says whether a hub may keep autoCoalesce: in connector mode
+// only where its kernel filter records exec images (imagesReason empty);
+// in polling mode coalescing does nothing.
+func keepAuto(mode watchman.Mode, imagesReason string) bool {
+	return mode != watchman.ModeConnector || imagesReason == ""
+}
+
+// coalescing is the wait the Watcher's hub holds events for after each
+// read (0: none), once attach has decided.
+func (f *outputFlags) coalescing() time.Duration {
+	if f.auto {
+		return autoCoalesce
+	}
+	return max(f.coalesce, 0)
 }
 
 // check validates the flags, and the output paths, before anything is
@@ -120,6 +172,7 @@ func (f *outputFlags) check() error {
 	if f.coalesce < 0 {
 		return usageError{fmt.Errorf("--coalesce must not be negative, got %v", f.coalesce)}
 	}
+	f.coalesceSet = f.flags == nil || f.flags.Changed("coalesce")
 	if f.listMax < 0 {
 		return usageError{fmt.Errorf("--list-max must not be negative, got %d", f.listMax)}
 	}

@@ -231,7 +231,7 @@ func runCommand(a *app, wf *watchFlags, of *outputFlags, ro *runOptions, args []
 	}
 	defer undo()
 	r.kids = kids
-	w, err := watchman.Attach(os.Getpid(), cfg)
+	w, err := of.attach(os.Getpid(), cfg)
 	if err != nil {
 		closeListener(ln)
 		r.removeCgroup()

@@ -93,7 +93,11 @@ func (s *session) openFiles() error {
 
 // sayMode prints the mode line once on stderr.
 func (s *session) sayMode() {
-	fmt.Fprintf(s.a.stderr, "pwatch: %s mode: %s\n", s.mode, escape(s.w.ModeReason()))
+	late := ""
+	if d := s.out.coalescing(); d > 0 && s.mode == watchman.ModeConnector {
+		late = fmt.Sprintf("; events read in batches, up to %v late (--coalesce)", d)
+	}
+	fmt.Fprintf(s.a.stderr, "pwatch: %s mode: %s%s\n", s.mode, escape(s.w.ModeReason()), late)
 }
 
 // start subscribes and records the members present now as of at.

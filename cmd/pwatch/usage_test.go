@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -284,14 +285,15 @@ func TestUsageFlag(t *testing.T) {
 }
 
 // TestCoalesceFlag: --coalesce gives the watcher a hub of its own that
-// holds events that long; 0, the default, leaves the library's default (a
+// holds events that long; without it the hub is given autoCoalesce
+// (attach decides whether it stays); 0 leaves the library's default (a
 // private hub); a negative value is a usage error.
 func TestCoalesceFlag(t *testing.T) {
 	for _, tt := range []struct {
 		args    []string
 		want    time.Duration
 		withHub bool
-	}{{nil, 0, false}, {[]string{"--coalesce=2ms"}, 2 * time.Millisecond, true}, {[]string{"--coalesce=0"}, 0, false}} {
+	}{{nil, autoCoalesce, true}, {[]string{"--coalesce=2ms"}, 2 * time.Millisecond, true}, {[]string{"--coalesce=0"}, 0, false}} {
 		var of outputFlags
 		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
 		of.register(fs, false)
@@ -304,8 +306,8 @@ func TestCoalesceFlag(t *testing.T) {
 		}
 		var cfg watchman.Config
 		of.apply(&cfg)
-		if of.coalesce != tt.want || (cfg.Hub != nil) != tt.withHub {
-			t.Errorf("%v: coalesce %v (want %v), hub %v (want one: %v)", tt.args, of.coalesce, tt.want, cfg.Hub, tt.withHub)
+		if of.coalescing() != tt.want || (cfg.Hub != nil) != tt.withHub {
+			t.Errorf("%v: coalescing %v (want %v), hub %v (want one: %v)", tt.args, of.coalescing(), tt.want, cfg.Hub, tt.withHub)
 		}
 	}
 	of := outputFlags{pollInterval: time.Second, coalesce: -time.Millisecond}
@@ -318,6 +320,44 @@ func TestCoalesceFlag(t *testing.T) {
 		if !strings.Contains(stdout, "--coalesce") {
 			t.Errorf("%s --help does not document --coalesce:\n%s", cmd, stdout)
 		}
+	}
+}
+
+// TestKeepAuto: autoCoalesce stays where a late read loses nothing: in
+// connector mode with exec images, and in polling mode, where it does
+// nothing.
+func TestKeepAuto(t *testing.T) {
+	for _, tt := range []struct {
+		mode   watchman.Mode
+		reason string
+		want   bool
+	}{
+		{watchman.ModeConnector, "", true},
+		{watchman.ModeConnector, "no kernel tree filter", false},
+		{watchman.ModePoll, "no kernel tree filter", true},
+	} {
+		if got := keepAuto(tt.mode, tt.reason); got != tt.want {
+			t.Errorf("keepAuto(%s, %q) = %v, want %v", tt.mode, tt.reason, got, tt.want)
+		}
+	}
+}
+
+// TestAutoCoalesceSaid: as root, where the kernel filter records exec
+// images, pwatch run reads events in batches by default and says so on
+// its mode line; --coalesce=0 reads them at once.
+func TestAutoCoalesceSaid(t *testing.T) {
+	requireRoot(t, "the proc connector and the kernel filter's records need root")
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(binPath, append([]string{"run"}, append(args, "--", "/bin/true")...)...).CombinedOutput()
+		return string(out), err
+	}
+	out, err := run()
+	if err != nil || !strings.Contains(out, "pwatch: connector mode: ") || !strings.Contains(out, "up to 20ms late (--coalesce)") {
+		t.Errorf("pwatch run (%v) did not say it reads in batches:\n%s", err, out)
+	}
+	out, err = run("--coalesce=0")
+	if err != nil || strings.Contains(out, "late (--coalesce)") {
+		t.Errorf("pwatch run --coalesce=0 (%v) says it reads in batches:\n%s", err, out)
 	}
 }
 

@@ -68,7 +68,7 @@ func watchPID(a *app, pid int, wf *watchFlags, of *outputFlags, asJSON bool, int
 	defer stopReaping()
 	cfg := wf.config()
 	of.apply(cfg)
-	w, err := watchman.Attach(pid, cfg)
+	w, err := of.attach(pid, cfg)
 	if err != nil {
 		closeListener(ln)
 		return attachError(err)
