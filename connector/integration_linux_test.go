@@ -226,9 +226,13 @@ func TestIntegrationForkExecExit(t *testing.T) {
 			t.Errorf("%s exec = %+v", tc.execName, execEv)
 		}
 		code, sig := exitEv.ExitCode()
+		// The exit's parent is 0 when the parent reaped the child before
+		// the kernel sent the event (proc_exit_connector follows
+		// exit_notify, and reads the parent only while the task is not yet
+		// released): run's Wait can, on a busy host.
 		if exitEv.What != connector.WhatExit || exitEv.TGID != p || exitEv.ExitStatus != tc.status ||
 			code != tc.code || sig != 0 || exitEv.ExitSignal != int32(syscall.SIGCHLD) ||
-			exitEv.ParentTGID != me || exitEv.IsThread() {
+			(exitEv.ParentTGID != me && exitEv.ParentTGID != 0) || exitEv.IsThread() {
 			t.Errorf("%s exit = %+v (code %d, signal %d), want status %#x, parent %d", tc.execName, exitEv, code, sig, tc.status, me)
 		}
 		if !(fork.Timestamp <= execEv.Timestamp && execEv.Timestamp <= exitEv.Timestamp) {
