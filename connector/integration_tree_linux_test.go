@@ -276,8 +276,14 @@ func TestIntegrationTreeFilterExecFromThread(t *testing.T) {
 	if exec < 0 || last.What != connector.WhatExit || last.PID != int32(p.pid) || last.ExitStatus != 0x400 {
 		t.Fatalf("events of %d: %+v; want an exec and the exit with status 4", p.pid, evs)
 	}
+	// The first thread's exit passes before the exec. Its event carries
+	// the TGID, and as PID the TGID or, when the first thread is
+	// preempted between exit_notify and proc_exit_connector in do_exit,
+	// the exec'ing thread's old TID: de_thread swaps the two threads'
+	// PIDs once the first thread is a zombie, which may be before its
+	// event is sent (seen under the hog).
 	leaderExit := indexOf(evs, func(ev connector.Event) bool {
-		return ev.What == connector.WhatExit && ev.PID == int32(p.pid)
+		return ev.What == connector.WhatExit && ev.TGID == int32(p.pid)
 	})
 	if leaderExit < 0 || leaderExit > exec {
 		t.Errorf("the first thread's exit (at %d) should come before the exec (at %d): %+v", leaderExit, exec, evs)
