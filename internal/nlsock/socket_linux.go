@@ -244,7 +244,17 @@ func (s *Socket) readBlocking() error {
 // doBlockingRead is the RawConn.Read callback of blocking mode. Close
 // waits for it (the idle token), and the os.File's read lock it runs under
 // would keep the descriptor open until it returns in any case.
+//
+// It first reads what is queued without waiting, as a raw system call:
+// after a coalescing reader's wait there almost always is something, and
+// a raw call does not go through entersyscall, which woke the runtime's
+// sysmon thread each time (it then polls every 20 µs while the batch is
+// processed: 29% of pwatch's CPU in a storm, in perf). Only an empty
+// queue takes the blocking call.
 func (s *Socket) doBlockingRead(fd uintptr) bool {
+	if s.doRead(fd) {
+		return true
+	}
 	for {
 		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.hdrs[0])),
 			uintptr(s.want), unix.MSG_WAITFORONE, 0, 0)
