@@ -143,6 +143,17 @@ func receiveChild(t *testing.T, c *Conn) {
 	}
 	forked, overrun := false, false
 	buf := make([]Event, 0, MaxBatch)
+	receive := func() []Event {
+		evs, err := c.Receive(buf[:0])
+		switch {
+		case errors.Is(err, ErrOverrun):
+			overrun = true
+		case err != nil:
+			t.Fatal(err)
+		}
+		forked = forked || indexOfFork(evs, cmd.Process.Pid) >= 0
+		return evs
+	}
 	// A small buffer fills with the host's events: Mark then says
 	// ErrQueueFull, and is tried again once a batch is read.
 	for {
@@ -153,24 +164,10 @@ func receiveChild(t *testing.T, c *Conn) {
 		if !errors.Is(err, ErrQueueFull) {
 			t.Fatal(err)
 		}
-		evs, err := c.Receive(buf[:0])
-		switch {
-		case errors.Is(err, ErrOverrun):
-			overrun = true
-		case err != nil:
-			t.Fatal(err)
-		}
-		forked = forked || indexOfFork(evs, cmd.Process.Pid) >= 0
+		receive()
 	}
 	for {
-		evs, err := c.Receive(buf[:0])
-		switch {
-		case errors.Is(err, ErrOverrun):
-			overrun = true
-		case err != nil:
-			t.Fatal(err)
-		}
-		forked = forked || indexOfFork(evs, cmd.Process.Pid) >= 0
+		evs := receive()
 		for _, ev := range evs {
 			if ev.What != WhatMark {
 				continue
