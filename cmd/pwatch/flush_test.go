@@ -57,12 +57,9 @@ func TestOutputBufferedAndFlushed(t *testing.T) {
 	s.liveStdout = true // as on a terminal
 	s.events = newJSONLWriter(&file)
 	s.stdJSON = newJSONLWriter(&stdout)
-	evc := make(chan watchman.Event, 4)
+	evc := make(chan watchman.Event, 8)
 	s.evc = evc
-	at := time.Now()
-	fork := func(pid int) watchman.Event {
-		return watchman.Event{Type: watchman.EventFork, Time: at, Process: watchman.Identity{PID: pid, StartTicks: 1}, PPID: 1, Name: "x", Depth: 1}
-	}
+	fork := forkAt(time.Now())
 
 	// One event: on stdout at once (end of its batch), in the file only
 	// when the flush timer fires.
@@ -112,10 +109,7 @@ func TestStdoutNotTerminalFlushedByTimer(t *testing.T) {
 	s.human = bufio.NewWriter(&stdout)
 	evc := make(chan watchman.Event, 8)
 	s.evc = evc
-	at := time.Now()
-	fork := func(pid int) watchman.Event {
-		return watchman.Event{Type: watchman.EventFork, Time: at, Process: watchman.Identity{PID: pid, StartTicks: 1}, PPID: 1, Name: "x", Depth: 1}
-	}
+	fork := forkAt(time.Now())
 	evc <- fork(21)
 	if stop, _ := s.pump(pumpOpts{until: func() bool { return s.flushArmed }}); stop != stopDone {
 		t.Fatalf("pump stopped with %v", stop)
@@ -176,5 +170,12 @@ func TestIsTerminal(t *testing.T) {
 		if isTerminal(w) {
 			t.Errorf("%s taken for a terminal", name)
 		}
+	}
+}
+
+// forkAt returns a maker of fork events at at, of a child of PID 1.
+func forkAt(at time.Time) func(pid int) watchman.Event {
+	return func(pid int) watchman.Event {
+		return watchman.Event{Type: watchman.EventFork, Time: at, Process: watchman.Identity{PID: pid, StartTicks: 1}, PPID: 1, Name: "x", Depth: 1}
 	}
 }
