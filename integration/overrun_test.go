@@ -20,21 +20,31 @@ import (
 // storm they are the tree, and the live set must equal them.
 const longLived = 200
 
-// overrunSpec is a storm of 3,000 orphan wrappers (6,000 short processes,
+// wrappers is the number of orphan wrappers in overrunSpec. Each makes a
+// grandchild that is reparented, so the storm has twice as many
+// short-lived processes. The overrun itself does not depend on the size:
+// the tests stop the watcher until the kernel has dropped events
+// (stopUntilDropped). 1,000 wrappers keep the storm going for seconds at
+// this VM's rate (about 140 processes a second under -race, fewer under
+// load), long past the first drop; 3,000 only made each test three times
+// longer.
+const wrappers = 1000
+
+// overrunSpec is a storm of 1,000 orphan wrappers (2,000 short processes,
 // reparented grandchildren included) around 200 children that live until
 // the test kills the workload.
 func overrunSpec() workload.Spec {
 	return workload.Spec{
 		Storm:   &workload.Storm{Count: longLived, Lifetime: 10 * time.Minute},
-		Orphans: &workload.Orphans{Count: 3000},
+		Orphans: &workload.Orphans{Count: wrappers},
 		Timeout: 15 * time.Minute,
 		// Every short-lived process: the barrier of waitStormOver.
-		NotifyReaped: 2 * 3000,
+		NotifyReaped: 2 * wrappers,
 	}
 }
 
 // overrunProcesses is the number of processes overrunSpec makes.
-const overrunProcesses = longLived + 2*3000
+const overrunProcesses = longLived + 2*wrappers
 
 // waitStormOver waits until the workload's root has reaped every
 // short-lived process of overrunSpec (Spec.NotifyReaped): the storm is
@@ -129,7 +139,7 @@ func consume(sub *watchman.Subscription, pause time.Duration, tally *eventTally,
 }
 
 // TestIntegrationOverrunTinyBuffer forces overruns with a 4 KiB receive
-// buffer (the kernel doubles it: a dozen messages) during a storm of 6,000
+// buffer (the kernel doubles it: a dozen messages) during a storm of 2,000
 // processes (this process is stopped until the kernel drops), with one subscriber that drains its channel and one slow
 // consumer. Every kernel drop must be accounted for (Hub.Stats().Lost equals
 // the socket's drop counter in /proc/net/netlink), every overrun reported

@@ -12,10 +12,15 @@ for _ in $(seq 1 "$(nproc)"); do
 	hogs+=($!)
 done
 trap 'kill "${hogs[@]}" 2>/dev/null' EXIT
+# Each run's output goes to a log of its own loop (named at the start), so
+# that two loops can run at once; the failing run's tail is printed.
+log=$(mktemp /tmp/pwatch-hog.XXXXXX.log)
+echo "hog: $(nproc) busy loops; runs of '$*' log to $log"
 for i in $(seq 1 "$runs"); do
-	if ! "$@" >/tmp/pwatch-hog-run.log 2>&1; then
-		echo "run $i of $runs FAILED under the hog:"; tail -40 /tmp/pwatch-hog-run.log
+	start=$(date +%s)
+	if ! "$@" >"$log" 2>&1; then
+		echo "run $i of $runs FAILED under the hog after $(($(date +%s) - start)) s:"; tail -40 "$log"
 		exit 1
 	fi
-	echo "run $i of $runs passed under the hog"
+	echo "run $i of $runs passed under the hog ($(($(date +%s) - start)) s, $(date -u +%H:%M:%S) UTC)"
 done
