@@ -422,7 +422,7 @@ func (bs *suite) stormCLI(t *table) error {
 		t.add(3, "pwatch watch / pwatch run", "not measured: forkstat is not installed (apt-get install -y forkstat)", "", "—")
 		return nil
 	}
-	var fs, watch, run []cliRun
+	var fs, watch, run, noUsage []cliRun
 	for round := range bs.opt.rounds {
 		for _, step := range []struct {
 			name string
@@ -430,9 +430,12 @@ func (bs *suite) stormCLI(t *table) error {
 			dst  *[]cliRun
 		}{
 			{"forkstat -q alone", bs.forkstatAlone, &fs},
-			{"pwatch watch", bs.pwatchWatch, &watch},
+			{"pwatch watch", func() (cliRun, error) { return bs.pwatchWatch() }, &watch},
 			{"forkstat -q alone", bs.forkstatAlone, &fs},
 			{"pwatch run", bs.pwatchRun, &run},
+			// The closest variant: pwatch without taskstats usage (on by
+			// default), the one feature it adds to the library's path.
+			{"pwatch watch --usage=false", func() (cliRun, error) { return bs.pwatchWatch("--usage=false") }, &noUsage},
 		} {
 			l := load1()
 			logf("storm %d/%d: %s (load %s)", round+1, bs.opt.rounds, step.name, l)
@@ -465,6 +468,7 @@ func (bs *suite) stormCLI(t *table) error {
 	}{
 		{"`pwatch watch --events FILE ROOT` (CLI, alternated with forkstat)", watch},
 		{"`pwatch run --events FILE --trace FILE -- STORM` (CLI, alternated with forkstat)", run},
+		{"`pwatch watch --usage=false --events FILE ROOT` (CLI, the closest variant: no taskstats usage)", noUsage},
 	} {
 		m, all, loads := med(c.rs)
 		ratio := float64(m) / float64(max(fsMed, 1))
@@ -545,9 +549,9 @@ func waitPwatch(cmd *exec.Cmd, limit time.Duration) (time.Duration, error) {
 }
 
 // pwatchWatch: a storm root held at its gate, pwatch watch --events FILE
-// on it; the gate opens once pwatch says it is watching; pwatch ends by
-// itself when the tree is gone.
-func (bs *suite) pwatchWatch() (cliRun, error) {
+// (and the flags given) on it; the gate opens once pwatch says it is
+// watching; pwatch ends by itself when the tree is gone.
+func (bs *suite) pwatchWatch(flags ...string) (cliRun, error) {
 	var r cliRun
 	st, forget, err := bs.startStorm(bs.opt.children, 0)
 	if err != nil {
@@ -555,7 +559,7 @@ func (bs *suite) pwatchWatch() (cliRun, error) {
 	}
 	defer forget()
 	events := filepath.Join(bs.tmp, "watch-events.jsonl")
-	cmd := exec.Command(bs.opt.pwatch, "watch", "--events", events, strconv.Itoa(st.PID()))
+	cmd := exec.Command(bs.opt.pwatch, append(append([]string{"watch"}, flags...), "--events", events, strconv.Itoa(st.PID()))...)
 	var stderr bytes.Buffer
 	pr, pw, err := os.Pipe()
 	if err != nil {
