@@ -1,6 +1,7 @@
 package watchman
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -27,7 +28,8 @@ func TestMain(m *testing.M) {
 // helper runs one known workload, writes what it measured of itself to out
 // and exits with status 5 (2 or 3 if it failed):
 //   - burn:MS burns MS ms of CPU on one thread; burn2:MS on each of two
-//     threads; both write the process's CPU time (getrusage, ns);
+//     threads; both write the process's CPU time, then its user and
+//     system parts (getrusage, ns, separated by spaces);
 //   - touch:MIB touches MIB MiB of fresh memory and writes its peak RSS
 //     (bytes, getrusage);
 //   - write:MIB:PATH writes MIB MiB to PATH with fsync and writes the
@@ -70,7 +72,13 @@ func helper(mode, out string) int {
 			})
 		}
 		wg.Wait()
-		result = cpu()
+		if result = cpu(); result < 0 {
+			return 3
+		}
+		if os.WriteFile(out, fmt.Appendf(nil, "%d %d %d", result, ru.Utime.Nano(), ru.Stime.Nano()), 0o600) != nil {
+			return 3
+		}
+		return 5
 	case "touch":
 		mem := make([]byte, n<<20)
 		for i := 0; i < len(mem); i += 4096 {
