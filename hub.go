@@ -40,7 +40,8 @@ type HubConfig struct {
 	// busy host that starves the hub (a fork storm in the watched tree
 	// competes for the same CPUs) then delays its repairs less. Where it
 	// cannot be set, HubStats.NiceError says why and the hub runs at the
-	// process's priority.
+	// process's priority. Both are settled before the Attach that opens
+	// the hub returns.
 	Nice int
 	// Coalesce trades latency for CPU (connector.Config.Coalesce): zero,
 	// the default, delivers each event as soon as it is queued and
@@ -185,6 +186,10 @@ type hubRun struct {
 	filter   *hubFilter    // the kernel tree filter, if any
 	cmdlines timedCmdline  // reads command lines for the writer
 	done     chan struct{} // closed when the writer has exited
+	// started counts the writer and the repairer down once each has set
+	// its thread's nice value (HubConfig.Nice), so that acquire returns
+	// with both in effect and HubStats.NiceError settled.
+	started sync.WaitGroup
 
 	// qmu guards the work queued for the writer.
 	qmu   sync.Mutex
@@ -221,8 +226,10 @@ func (h *Hub) acquire() (*hubRun, error) {
 		cmdlines: timedCmdline{fs: fs, slow: &h.slowReads}, done: make(chan struct{})}
 	r.rep = newRepairer(r)
 	wr := newWriter(r)
+	r.started.Add(2)
 	go wr.run()
 	go r.rep.run()
+	r.started.Wait()
 	h.run, h.refs = r, 1
 	return r, nil
 }
@@ -389,6 +396,7 @@ func newWriter(r *hubRun) *writer {
 func (wr *writer) run() {
 	defer close(wr.r.done)
 	defer wr.h.setNice()()
+	wr.r.started.Done()
 	defer func() {
 		if wr.usage != nil {
 			wr.usage.close()

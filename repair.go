@@ -395,6 +395,7 @@ func (rp *repairer) close() {
 func (rp *repairer) run() {
 	defer close(rp.done)
 	defer rp.r.h.setNice()()
+	rp.r.started.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
