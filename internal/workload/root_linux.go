@@ -101,6 +101,7 @@ func runRoot() int {
 	syscall.CloseOnExec(gateFD)
 	syscall.CloseOnExec(resultFD)
 	syscall.CloseOnExec(reapedFD)
+	defaultForChildren()
 	res, ok := rootMain(gate, os.NewFile(reapedFD, "reaped"))
 	if !ok {
 		return 3 // the gate was closed without opening: nothing to report
@@ -114,6 +115,25 @@ func runRoot() int {
 		return 4
 	}
 	return 0
+}
+
+// defaultForChildren makes the Storm signals that the root was started
+// with ignored (nohup ignores SIGHUP) reach its exec'd children at their
+// default action. An ignored signal stays ignored across exec, so the
+// shell of a ForkExec child would survive its own `kill -s HUP $$` and
+// exit 0 (POSIX shells cannot reset a signal ignored on entry); seen in a
+// hog run started with nohup. The root catches such a signal instead, into
+// a channel nobody reads: it still takes no action on it, and a caught
+// signal is reset to its default action at exec. (Raw-forked children
+// reset their signal themselves before sending it.)
+func defaultForChildren() {
+	drop := make(chan os.Signal, 1)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGHUP,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGPIPE} {
+		if signal.Ignored(sig) {
+			signal.Notify(drop, sig)
+		}
+	}
 }
 
 // rootMain prepares the root, waits at the gate and runs the workload. It

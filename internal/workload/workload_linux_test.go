@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -192,6 +193,22 @@ func TestStormSignals(t *testing.T) {
 				checkStorm(t, run(t, Spec{Storm: &st}), &st)
 			})
 		}
+	}
+}
+
+// TestStormSignalIgnoredByParent: a workload started with its storm's
+// signal ignored (as under nohup) still has its ForkExec children killed
+// by it: the shell gets the signal at its default action.
+func TestStormSignalIgnoredByParent(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE} {
+		t.Run(sig.String(), func(t *testing.T) {
+			// This process ignores it, and so the root starts with it
+			// ignored (SIG_IGN is inherited across fork and exec).
+			signal.Ignore(sig)
+			defer signal.Reset(sig)
+			st := Storm{Count: 4, Mode: ForkExec, SignalEvery: 2, Signal: sig}
+			checkStorm(t, run(t, Spec{Storm: &st}), &st)
+		})
 	}
 }
 
