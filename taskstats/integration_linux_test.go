@@ -449,7 +449,9 @@ func runStormFiltered(t testing.TB, count int, interval time.Duration, filtered 
 
 func runStormOn(t testing.TB, count int, w *exitWatch, l *taskstats.Listener) (stormResult, *collector) {
 	c := collect(l)
-	p, err := workload.Start(workload.Spec{Storm: &workload.Storm{Count: count}, Timeout: 2 * time.Minute})
+	// The timeout bounds a broken run only: with both cores busy and other
+	// test loops beside, a storm ran past 2 minutes.
+	p, err := workload.Start(workload.Spec{Storm: &workload.Storm{Count: count}, Timeout: 20 * time.Minute})
 	if err != nil {
 		c.stop()
 		t.Fatal(err)

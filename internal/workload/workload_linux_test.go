@@ -535,10 +535,26 @@ func TestTimeout(t *testing.T) {
 	if res == nil || !res.TimedOut {
 		t.Fatalf("result %+v, want TimedOut", res)
 	}
-	// Everything forked was killed and still recorded.
-	if len(res.Records) != 10+20+10 {
-		t.Errorf("%d records, want 40", len(res.Records))
+	// Everything forked was killed and still recorded. How much the root
+	// forked in 500 ms depends on the machine (34 of the 40 with both
+	// cores busy and other test loops beside): the count is bounded, each
+	// orphan's wrapper is recorded, and nothing of the group is left
+	// (checkNoLeftovers, below).
+	if n := len(res.Records); n == 0 || n > 10+20+10 {
+		t.Errorf("%d records, want 1 to 40", n)
 	}
+	wrappers := map[int]bool{}
+	for _, r := range res.Records {
+		if r.Kind == KindWrapper {
+			wrappers[r.PID] = true
+		}
+	}
+	for _, r := range res.Records {
+		if r.Kind == KindOrphan && !wrappers[r.PPID] {
+			t.Errorf("orphan %+v: its wrapper %d is not recorded", r, r.PPID)
+		}
+	}
+	t.Logf("%d of 40 processes forked before the timeout", len(res.Records))
 	for _, r := range res.Records {
 		if r.Kind != KindWrapper && r.Signal != syscall.SIGKILL {
 			t.Errorf("record %+v: want killed", r)
