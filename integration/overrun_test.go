@@ -158,6 +158,11 @@ func TestIntegrationOverrunTinyBuffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Overruns of the hub's socket before the watcher's attach (other
+	// tests' storms can fill 4 KiB the moment it opens) are the hub's
+	// alone: the watcher is told of those after, and its initial scan
+	// came after the others.
+	atAttach := hub.Stats()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer w.Close()
@@ -216,12 +221,13 @@ func TestIntegrationOverrunTinyBuffer(t *testing.T) {
 		drops, _ = kernelDrops(t, os.Getpid())
 		hs, ws, ft = hub.Stats(), w.Stats(), fast.get()
 		markers, lost := uint64(ft.overruns), ft.overrunLost
-		return hs.Lost == drops && hs.Overruns >= 1 && ws.Overruns == hs.Overruns && uint64(snapOverruns) == hs.Overruns &&
+		return hs.Lost == drops && hs.Overruns >= 1 && ws.Overruns <= hs.Overruns && hs.Overruns-ws.Overruns <= atAttach.Overruns &&
+			uint64(snapOverruns) == ws.Overruns &&
 			hs.Overruns-after.Overruns <= markers && markers <= hs.Overruns-before.Overruns &&
 			hs.Lost-after.Lost <= lost && lost <= hs.Lost-before.Lost
 	}) {
-		t.Fatalf("kernel drops %d; hub %+v (before subscribing %+v, after %+v); watcher overruns %d; Snapshot.Overruns summed %d; overrun markers %d (lost %d)",
-			drops, hs, before, after, ws.Overruns, snapOverruns, ft.overruns, ft.overrunLost)
+		t.Fatalf("kernel drops %d; hub %+v (at attach %+v, before subscribing %+v, after %+v); watcher overruns %d; Snapshot.Overruns summed %d; overrun markers %d (lost %d)",
+			drops, hs, atAttach, before, after, ws.Overruns, snapOverruns, ft.overruns, ft.overrunLost)
 	}
 	// Repairs are not asserted: the lost events may all be of processes
 	// that lived and died within the stop, which need none. What the lost
@@ -329,11 +335,14 @@ func TestIntegrationOverrunWatcherStopped(t *testing.T) {
 					}
 				}
 				for _, w := range rep.Watchers {
-					// Each hub has one watcher: it sees every overrun, and
-					// its subscriber those after Subscribe (bracketed).
+					// Each hub has one watcher: it is told every overrun
+					// after its attach (those before are the hub's alone,
+					// bracketed), Poll reports each, and its subscriber
+					// gets those after Subscribe (bracketed).
 					h := rep.Hubs[w.Hub]
-					if w.Stats.Overruns != h.Overruns || uint64(w.SnapOverruns) != h.Overruns ||
-						!between(w.OverrunMarkers, h.Overruns-w.PreSubOverruns[1], h.Overruns-w.PreSubOverruns[0]) ||
+					if w.Stats.Overruns > h.Overruns || h.Overruns-w.Stats.Overruns > w.AttachHubOverruns ||
+						uint64(w.SnapOverruns) != w.Stats.Overruns ||
+						!between(w.OverrunMarkers, w.Stats.Overruns-w.PreSubOverruns[1], w.Stats.Overruns-w.PreSubOverruns[0]) ||
 						!between(w.MarkerLost, h.Lost-w.PreSubLost[1], h.Lost-w.PreSubLost[0]) {
 						return false
 					}
