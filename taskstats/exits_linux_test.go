@@ -43,7 +43,7 @@ func watchExits(t testing.TB) *exitWatch {
 			w.mu.Lock()
 			for _, ev := range evs {
 				if ev.What == connector.WhatExit {
-					w.ts[ev.PID] = append(w.ts[ev.PID], exitEvent{at: time.Duration(ev.Timestamp) + off, status: ev.ExitStatus})
+					w.ts[ev.PID] = append(w.ts[ev.PID], exitEvent{at: time.Duration(ev.Timestamp) + off, status: ev.ExitStatus, parent: ev.ParentTGID})
 				}
 			}
 			close(w.changed)
@@ -67,6 +67,7 @@ func (w *exitWatch) stop() {
 type exitEvent struct {
 	at     time.Duration // CLOCK_BOOTTIME
 	status uint32        // wait status
+	parent int32         // the parent's TGID; 0 if the parent reaped it before the event was sent
 }
 
 // exits returns the exits seen for task id pid, in order.
