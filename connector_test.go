@@ -219,6 +219,11 @@ func TestConnectorThreadsAndLeaderExit(t *testing.T) {
 	fw.host.Set(fakeproc.Proc{PID: 110, PPID: 101, Comm: "java", StartTicks: t1500, State: 'Z', Threads: 1})
 	fw.emit(exitEv(112, 110, 3<<8))
 	waitFor(t, "group exit", hasPIDs(w, 101))
+	// The removal may come from a look at /proc (the group is a zombie
+	// now) before the last thread's exit event is applied, with the
+	// first thread's status, provisional; the event then upgrades it.
+	// Wait until it is applied (a hog run polled in between: code 0).
+	fw.sync()
 	s := mustPoll(t, w)
 	for _, x := range s.Delta.Exited {
 		if x.PID == 110 && (x.Code != 3 || !x.StatusKnown) {
