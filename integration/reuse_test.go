@@ -168,17 +168,27 @@ func requireNsLastPID(t *testing.T) {
 // reuse makes a new process with exactly the PID pid, by start (which
 // forks after setting ns_last_pid). Another fork on the host can take the
 // PID first; then the process it got is killed (by kill) and it tries
-// again.
+// again once the PID is free: with other packages' tests running beside
+// (go test's default), the PID was taken by a process that lived on, and
+// 100 quick tries all lost. The 60 s bound only ends a broken run (a PID
+// held for good).
 func reuse(t *testing.T, pid int, start func() int, kill func(int)) int {
 	t.Helper()
-	for range 100 {
+	deadline := time.Now().Add(60 * time.Second)
+	tries := 0
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+			time.Sleep(5 * time.Millisecond) // held by another process
+			continue
+		}
+		tries++
 		got := start()
 		if got == pid {
 			return got
 		}
 		kill(got)
 	}
-	t.Fatalf("could not get PID %d in 100 tries: the host forks too fast", pid)
+	t.Fatalf("could not get PID %d in 60 s (%d tries): another process held it, or the host forked first every time", pid, tries)
 	return 0
 }
 
