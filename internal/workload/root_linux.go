@@ -128,9 +128,8 @@ func runRoot() int {
 // reset their signal themselves before sending it.)
 func defaultForChildren() {
 	drop := make(chan os.Signal, 1)
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGHUP,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGPIPE} {
-		if signal.Ignored(sig) {
+	for _, sig := range stormSignals {
+		if signal.Ignored(sig) { // never SIGKILL, which cannot be ignored
 			signal.Notify(drop, sig)
 		}
 	}
